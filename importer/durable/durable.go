@@ -1,0 +1,164 @@
+// Package durable writes files so that they survive a crash: create a temporary file
+// with O_EXCL in a folder on the destination file system, write, fsync, close, rename
+// into place, fsync the destination folder. Every durable write of mxdrop (Maildir
+// deliveries, quarantine reason files, the bounce outbox, poller state) goes through
+// here.
+package durable
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// WriteFunc writes a file's content.
+type WriteFunc func(w io.Writer) error
+
+// WriteFile writes name in dir durably: the content goes to tmpDir/tmpName first
+// (tmpDir must be on dir's file system), is fsynced, renamed to dir/name, and dir is
+// fsynced. A leftover temporary file of the same name (from a crash) is replaced. On
+// any error the temporary file is removed and dir/name is untouched.
+func WriteFile(tmpDir, tmpName, dir, name string, perm os.FileMode, write WriteFunc) error {
+	tmp := filepath.Join(tmpDir, tmpName)
+	if err := writeTemp(tmp, perm, write); err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, name)
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	if err := SyncDir(dir); err != nil {
+		return err
+	}
+	return nil
+}
+
+func writeTemp(tmp string, perm os.FileMode, write WriteFunc) (err error) {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if errors.Is(err, os.ErrExist) {
+		// The temporary names are derived from the caller's identity, so an existing
+		// one is a leftover of an interrupted write of the same content.
+		if rerr := os.Remove(tmp); rerr != nil {
+			return fmt.Errorf("remove leftover temporary file: %w", rerr)
+		}
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	}
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 64<<10)
+	if err := write(bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// syncers holds one group-commit syncer per directory path.
+var syncers sync.Map // string -> *dirSyncer
+
+// SyncDir fsyncs the directory dir, so that renames into it are durable. Concurrent
+// callers on one directory share fsyncs: a caller returns once an fsync that started
+// after its call began has completed, so N workers renaming into one new/ folder cause
+// far fewer than N directory fsyncs.
+func SyncDir(dir string) error {
+	s, _ := syncers.LoadOrStore(dir, newDirSyncer())
+	return s.(*dirSyncer).sync(dir)
+}
+
+type dirSyncer struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	seq     uint64 // tickets handed out
+	done    uint64 // every ticket <= done is covered by a completed fsync
+	running bool
+}
+
+func newDirSyncer() *dirSyncer {
+	s := &dirSyncer{}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+func (s *dirSyncer) sync(dir string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	ticket := s.seq
+	for s.done < ticket {
+		if s.running {
+			s.cond.Wait()
+			continue
+		}
+		s.running = true
+		upto := s.seq
+		s.mu.Unlock()
+		err := fsyncDir(dir)
+		s.mu.Lock()
+		s.running = false
+		s.cond.Broadcast()
+		if err != nil {
+			// Waiters retry with their own fsync and see their own error.
+			return err
+		}
+		if upto > s.done {
+			s.done = upto
+		}
+	}
+	return nil
+}
+
+func fsyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open folder for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// MkdirAll creates dir and its missing parents with perm and makes each creation
+// durable by fsyncing the parent of every folder it created.
+func MkdirAll(dir string, perm os.FileMode) error {
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a folder", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil
+		}
+		return fmt.Errorf("create folder: %w", err)
+	}
+	return fsyncDir(parent)
+}

@@ -1,0 +1,404 @@
+// Package importer is mxdrop's core: a Message in, a Result out. It reads the envelope
+// from the message's source or its header block, routes every recipient to a local
+// account, and delivers one durable copy per account into its Maildir. It knows nothing
+// of drop folders or POP3: sources hand it Messages and act on the Result (remove the
+// source, quarantine it, bounce failed recipients).
+package importer
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mxdrop/mxdrop/configs"
+)
+
+// Message is what a source hands the importer.
+type Message struct {
+	// ID is the message's stable identity at its source: drop file name, size and
+	// mtime; poller, UIDVALIDITY and UID. Delivery file names derive from it, so a
+	// repeated import of one ID can be recognised.
+	ID string
+	// Name labels the message in logs (a file name, a UID).
+	Name string
+	// Size in bytes; -1 if unknown.
+	Size int64
+	// Arrived is when the source received the message. It must be the same on every
+	// attempt for one ID (a file's mtime, a UID's first-seen time): it is part of the
+	// delivery file names.
+	Arrived time.Time
+	// Open returns a new reader of the raw message from its first byte. The importer
+	// calls it once per delivery and closes what it returns.
+	Open func() (io.ReadCloser, error)
+	// Envelope, when not nil, is the envelope the source knows; otherwise it is read
+	// from the header block.
+	Envelope *Envelope
+	// Recovered marks a message whose earlier import may have been interrupted (a
+	// claim found at start-up, a retry after a transient error, a UID left in flight).
+	// Before each delivery the target Maildir is searched for the delivery's file name
+	// and the delivery is skipped when it is already there.
+	Recovered bool
+}
+
+// Importer imports messages for one source (a connector or a poller). It is immutable
+// and safe for concurrent use.
+type Importer struct {
+	opts     Options
+	router   *Router
+	accounts map[string]configs.Account // normalised address -> account
+}
+
+// Options configure an Importer.
+type Options struct {
+	Accounts  []configs.Account
+	Domains   []string // accepted domains; "." = all
+	Mailboxes []string // accounts served; empty = all
+	DeliverTo string   // every message goes to this account
+	UnknownTo string   // account for unknown recipients of accepted domains; "" = fail them
+	// EnvelopeHeaders lists the envelope conventions tried (DefaultEnvelopeHeaders if empty).
+	EnvelopeHeaders []string
+	// MaxMessageSize quarantines larger messages; 0 = no limit.
+	MaxMessageSize int64
+}
+
+// New returns an Importer, or an error when the options name accounts that do not exist.
+func New(opts Options) (*Importer, error) {
+	r, err := NewRouter(opts.Accounts, opts.Domains, opts.Mailboxes, opts.DeliverTo, opts.UnknownTo)
+	if err != nil {
+		return nil, err
+	}
+	im := &Importer{opts: opts, router: r, accounts: map[string]configs.Account{}}
+	for _, a := range opts.Accounts {
+		n, _ := NormalizeAddress(a.Address)
+		im.accounts[n] = a
+	}
+	return im, nil
+}
+
+// Router returns the importer's router.
+func (im *Importer) Router() *Router { return im.router }
+
+// Outcome says what became of a message as a whole.
+type Outcome string
+
+const (
+	// OutcomeDelivered: every recipient that was ours was delivered.
+	OutcomeDelivered Outcome = "delivered"
+	// OutcomePartial: delivered to some accounts; Failed lists the recipients to bounce.
+	OutcomePartial Outcome = "partial"
+	// OutcomeFailed: no recipient could be delivered; the source quarantines the
+	// message and Failed lists the recipients to bounce.
+	OutcomeFailed Outcome = "failed"
+	// OutcomeRejected: the input is not a message mxdrop can import (Reason says why);
+	// the source quarantines it. Nothing is bounced.
+	OutcomeRejected Outcome = "rejected"
+)
+
+// Result is what Import did with a message.
+type Result struct {
+	Outcome   Outcome
+	Reason    string // machine-readable reason for failed and rejected outcomes
+	Detail    string // for people
+	MessageID string
+	Subject   string
+	Envelope  Envelope
+	Size      int64
+	Delivered []Delivery
+	Failed    []Failure
+	Ignored   []string // recipients that were not ours (guessed, outside accepted domains)
+	// Header is the parsed header block (nil for a rejected message); the bounce
+	// package uses it for loop rules and the DSN's text/rfc822-headers part.
+	Header *Header
+}
+
+// Delivery is one durable copy in one account's Maildir.
+type Delivery struct {
+	Account    string   `json:"account"`
+	Recipients []string `json:"recipients"`
+	Path       string   `json:"path"`
+	// Existing is true when a recovered message's copy was found already delivered.
+	Existing bool `json:"existing,omitempty"`
+}
+
+// Failure is a recipient that cannot be delivered.
+type Failure struct {
+	Recipient string `json:"recipient"`
+	Status    string `json:"status"` // enhanced status code, "5.1.1"
+	Reason    string `json:"reason"`
+	Rule      string `json:"rule"`
+}
+
+// Import routes msg and delivers it into every target account's Maildir. It returns an
+// error only for transient trouble (disk full, permission denied, a source that cannot
+// be read): the source then keeps the message and retries with Recovered set. Input
+// that is not a message is a Result with OutcomeRejected; undeliverable recipients are
+// Failures. Import never writes to the source.
+func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
+	res := Result{Size: msg.Size}
+	if im.opts.MaxMessageSize > 0 && msg.Size > im.opts.MaxMessageSize {
+		res.Outcome, res.Reason = OutcomeRejected, "too_large"
+		res.Detail = fmt.Sprintf("message of %d bytes is larger than max_message_size %d", msg.Size, im.opts.MaxMessageSize)
+		return res, nil
+	}
+	h, err := im.readHeader(msg)
+	if err != nil {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			res.Outcome, res.Reason, res.Detail = OutcomeRejected, ie.Reason, ie.Text
+			return res, nil
+		}
+		return res, &Error{Status: StatusLocalError, Op: "read message", Err: err}
+	}
+	res.Header = h
+	res.MessageID, _ = h.Get("message-id")
+	res.Subject, _ = h.Get("subject")
+	if msg.Envelope != nil {
+		res.Envelope = *msg.Envelope
+		if res.Envelope.Source == "" {
+			res.Envelope.Source = "source"
+		}
+	} else {
+		res.Envelope = ExtractEnvelope(h, im.opts.EnvelopeHeaders)
+	}
+
+	// Route: one delivery per account, however many of its addresses were recipients.
+	targets := map[string][]string{}
+	var order []string
+	for _, rcpt := range res.Envelope.Recipients {
+		rt := im.router.Route(rcpt, res.Envelope.Guessed)
+		switch {
+		case rt.Ignored:
+			res.Ignored = append(res.Ignored, rcpt)
+		case rt.Account == "":
+			res.Failed = append(res.Failed, Failure{Recipient: rcpt, Status: rt.Status.Enhanced, Reason: rt.Status.Text, Rule: rt.Rule})
+		default:
+			if _, ok := targets[rt.Account]; !ok {
+				order = append(order, rt.Account)
+			}
+			targets[rt.Account] = append(targets[rt.Account], rcpt)
+		}
+	}
+	if len(res.Envelope.Recipients) == 0 && im.router.deliverTo != "" {
+		// A single-account source needs no recipient at all.
+		order = append(order, im.router.deliverTo)
+		targets[im.router.deliverTo] = nil
+	}
+	if len(order) == 0 {
+		res.Outcome = OutcomeFailed
+		switch {
+		case len(res.Failed) > 0:
+			res.Reason, res.Detail = "no_deliverable_recipient", "no recipient could be delivered"
+		case len(res.Ignored) > 0:
+			res.Reason, res.Detail = "no_accepted_recipient", "no recipient is in an accepted domain (recipients guessed from To/Cc)"
+		default:
+			res.Reason, res.Detail = "no_recipient", "no envelope recipient and no To/Cc address"
+		}
+		return res, nil
+	}
+	for _, acct := range order {
+		if err := ctx.Err(); err != nil {
+			return res, &Error{Status: StatusLocalError, Op: "import", Err: err}
+		}
+		d, err := im.deliver(msg, h, res.Envelope, acct, targets[acct])
+		if err != nil {
+			return res, err
+		}
+		res.Delivered = append(res.Delivered, d)
+	}
+	res.Outcome = OutcomeDelivered
+	if len(res.Failed) > 0 {
+		res.Outcome = OutcomePartial
+	}
+	return res, nil
+}
+
+func (im *Importer) readHeader(msg Message) (*Header, error) {
+	rc, err := msg.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return ReadHeader(bufio.NewReaderSize(rc, 64<<10))
+}
+
+// DeliveryName returns the Maildir file name of msg's copy for account: derived from the
+// message's identity and the account only, so a repeated delivery has the same name.
+func DeliveryName(msg Message, account string) string {
+	sum := sha256.Sum256([]byte(msg.ID + "\x00" + account))
+	sec := msg.Arrived.Unix()
+	if sec < 0 {
+		sec = 0
+	}
+	// Maildir names are time.unique.host; the host part is fixed so that any instance
+	// derives the same name when it adopts another's claims.
+	return fmt.Sprintf("%d.X%s.mxdrop", sec, hex.EncodeToString(sum[:12]))
+}
+
+func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string, rcpts []string) (Delivery, error) {
+	acct := im.accounts[account]
+	md := Maildir(acct.Maildir)
+	d := Delivery{Account: account, Recipients: rcpts}
+	name := DeliveryName(msg, account)
+	if err := md.Init(); err != nil {
+		return d, classify("prepare maildir "+acct.Maildir, err)
+	}
+	if msg.Recovered {
+		if p, ok := md.Find(name); ok {
+			d.Path, d.Existing = p, true
+			return d, nil
+		}
+	}
+	delivTo := account
+	if len(rcpts) == 1 {
+		if n, ok := NormalizeAddress(rcpts[0]); ok {
+			delivTo = n
+		}
+	}
+	path, err := md.Deliver(name, func(w io.Writer) error {
+		rc, err := msg.Open()
+		if err != nil {
+			return fmt.Errorf("reopen message: %w", err)
+		}
+		defer rc.Close()
+		return writeCopy(w, rc, h, env, delivTo, rcpts)
+	})
+	if err != nil {
+		return d, classify("deliver to "+account, err)
+	}
+	d.Path = path
+	return d, nil
+}
+
+// classify wraps a delivery error with the status its cause deserves. Every delivery
+// error is temporary: the message stays at its source and is retried.
+func classify(op string, err error) error {
+	st := StatusLocalError
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		st = StatusSystemFull
+	case errors.Is(err, syscall.EDQUOT):
+		st = StatusMailboxFull
+	}
+	return &Error{Status: st, Op: op, Err: err}
+}
+
+// envelopeFields are the fields a delivered copy loses unless they name only its own
+// recipients: they would show one account the other envelope recipients (Bcc).
+var envelopeFields = map[string]bool{
+	"x-sender": true, "x-receiver": true, "envelope-to": true, "x-original-to": true,
+	"delivered-to": true, "x-envelope-to": true,
+}
+
+// writeCopy writes one account's copy: Return-Path and Delivered-To as a delivery agent
+// prepends them, then the message as it arrived less the envelope fields above the
+// first Received that name other recipients (Bcc privacy), then the body, streamed.
+func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, rcpts []string) error {
+	br := bufio.NewReaderSize(rc, 64<<10)
+	if _, err := br.Discard(int(h.Size)); err != nil {
+		return fmt.Errorf("skip header: %w", err)
+	}
+	nl := h.Newline()
+	mine := map[string]bool{}
+	for _, r := range rcpts {
+		if n, ok := NormalizeAddress(r); ok {
+			mine[n] = true
+		}
+	}
+	mine[delivTo] = true
+	top := len(trustedTop(h))
+	_, _, iisN := iisBlock(h)
+	keep := make([]bool, len(h.Fields))
+	haveRP, haveDT := false, false
+	for i, f := range h.Fields {
+		keep[i] = true
+		if i < iisN {
+			keep[i] = false // the IIS x-sender/x-receiver block is never part of a message
+			continue
+		}
+		if i >= top {
+			continue
+		}
+		if f.Name == "return-path" && i == iisN {
+			haveRP = strings.EqualFold(parseReturnPath(f.Value), env.Sender)
+		}
+		if envelopeFields[f.Name] {
+			if !onlyMine(f.Value, mine) {
+				keep[i] = false
+			} else if f.Name == "delivered-to" && !haveDT {
+				haveDT = true
+			}
+		}
+	}
+	// Prepend as a delivery agent does, unless the top of the file already says so.
+	if !haveRP && env.SenderKnown {
+		if _, err := io.WriteString(w, "Return-Path: <"+env.Sender+">"+nl); err != nil {
+			return err
+		}
+	}
+	if !haveDT {
+		if _, err := io.WriteString(w, "Delivered-To: "+delivTo+nl); err != nil {
+			return err
+		}
+	}
+	for i, f := range h.Fields {
+		if keep[i] {
+			if _, err := w.Write(f.Raw); err != nil {
+				return err
+			}
+		}
+	}
+	if h.Sep != nil {
+		if _, err := w.Write(h.Sep); err != nil {
+			return err
+		}
+	} else if _, err := io.WriteString(w, nl); err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, br); err != nil {
+		return fmt.Errorf("copy body: %w", err)
+	}
+	return nil
+}
+
+// onlyMine reports whether every address in an envelope field's value is one of this
+// copy's own recipients.
+func onlyMine(v string, mine map[string]bool) bool {
+	list := parseAddrList(v)
+	if len(list) == 0 {
+		return false
+	}
+	for _, a := range list {
+		n, ok := NormalizeAddress(a)
+		if !ok || !mine[n] {
+			return false
+		}
+	}
+	return true
+}
+
+// SortedAccounts returns the delivered account addresses, sorted, for logs.
+func (r Result) SortedAccounts() []string {
+	out := make([]string, 0, len(r.Delivered))
+	for _, d := range r.Delivered {
+		out = append(out, d.Account)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// FailedRecipients returns the failed recipient addresses.
+func (r Result) FailedRecipients() []string {
+	out := make([]string, 0, len(r.Failed))
+	for _, f := range r.Failed {
+		out = append(out, f.Recipient)
+	}
+	return out
+}

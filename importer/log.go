@@ -1,0 +1,45 @@
+package importer
+
+import (
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// LogResult emits the one event of a message's import with the field names of the log
+// contract: file, message_id, from, recipients, accounts, failed, outcome, reason,
+// size, duration_ms. action says what the source did with the message afterwards
+// (removed, kept, quarantined, retry). err is a transient import error, or nil.
+func LogResult(l zerolog.Logger, msg Message, res Result, action string, err error, start time.Time) {
+	var ev *zerolog.Event
+	switch {
+	case err != nil:
+		ev = l.Warn().Err(err).Str("outcome", "retry")
+	case res.Outcome == OutcomeDelivered:
+		ev = l.Info().Str("outcome", string(res.Outcome))
+	default:
+		ev = l.Warn().Str("outcome", string(res.Outcome))
+	}
+	ev = ev.Str("file", msg.Name).
+		Str("message_id", res.MessageID).
+		Str("from", res.Envelope.Sender).
+		Strs("recipients", res.Envelope.Recipients).
+		Str("envelope_source", res.Envelope.Source).
+		Strs("accounts", res.SortedAccounts()).
+		Int64("size", res.Size).
+		Int64("duration_ms", time.Since(start).Milliseconds()).
+		Str("action", action)
+	if len(res.Failed) > 0 {
+		ev = ev.Strs("failed", res.FailedRecipients())
+	}
+	if len(res.Ignored) > 0 {
+		ev = ev.Strs("ignored", res.Ignored)
+	}
+	if res.Reason != "" {
+		ev = ev.Str("reason", res.Reason)
+	}
+	if res.Envelope.Guessed {
+		ev = ev.Bool("recipients_guessed", true)
+	}
+	ev.Msg("message")
+}

@@ -1,0 +1,119 @@
+package importer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/mxdrop/mxdrop/importer/durable"
+)
+
+// FailedFolder is the name of the quarantine folder inside a drop folder.
+const FailedFolder = "ImportFailed"
+
+// Record is the machine-readable reason written beside a quarantined message as
+// <name>.json.
+type Record struct {
+	Time       time.Time `json:"time"`
+	Source     string    `json:"source"` // connector or poller name
+	File       string    `json:"file"`   // the original file name or UID
+	Outcome    Outcome   `json:"outcome"`
+	Reason     string    `json:"reason"`
+	Detail     string    `json:"detail"`
+	MessageID  string    `json:"message_id,omitempty"`
+	Sender     string    `json:"sender"`
+	Size       int64     `json:"size"`
+	Recipients []Failure `json:"recipients,omitempty"`
+	Ignored    []string  `json:"ignored,omitempty"`
+}
+
+// NewRecord returns the quarantine record of a result.
+func NewRecord(source, file string, res Result) Record {
+	sender := "<>"
+	if res.Envelope.SenderKnown && res.Envelope.Sender != "" {
+		sender = res.Envelope.Sender
+	} else if !res.Envelope.SenderKnown {
+		sender = ""
+	}
+	return Record{
+		Time: time.Now().UTC(), Source: source, File: file, Outcome: res.Outcome,
+		Reason: res.Reason, Detail: res.Detail, MessageID: res.MessageID, Sender: sender,
+		Size: res.Size, Recipients: res.Failed, Ignored: res.Ignored,
+	}
+}
+
+// Quarantine moves the file src into folder (created when missing) under its base name,
+// or a free variant of it, with rec as <name>.json beside it. The reason file is durable
+// before the message is moved, so a quarantined message always has its reason. src must
+// be on folder's file system. It returns the quarantined path.
+func Quarantine(folder, src string, rec Record) (string, error) {
+	if err := durable.MkdirAll(folder, 0o750); err != nil {
+		return "", err
+	}
+	name, err := freeName(folder, filepath.Base(src))
+	if err != nil {
+		return "", err
+	}
+	if err := writeRecord(folder, name, rec); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(folder, name)
+	if err := os.Rename(src, dst); err != nil {
+		os.Remove(filepath.Join(folder, name+".json"))
+		return "", fmt.Errorf("move into %s: %w", FailedFolder, err)
+	}
+	return dst, durable.SyncDir(folder)
+}
+
+// QuarantineStream writes a message read from r into folder as name (or a free variant)
+// with rec beside it: the quarantine of a source that has no file (a poller).
+func QuarantineStream(folder, name string, r io.Reader, rec Record) (string, error) {
+	if err := durable.MkdirAll(folder, 0o750); err != nil {
+		return "", err
+	}
+	name, err := freeName(folder, name)
+	if err != nil {
+		return "", err
+	}
+	if err := writeRecord(folder, name, rec); err != nil {
+		return "", err
+	}
+	err = durable.WriteFile(folder, "."+name+".tmp", folder, name, 0o640, func(w io.Writer) error {
+		_, err := io.Copy(w, r)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(folder, name), nil
+}
+
+func writeRecord(folder, name string, rec Record) error {
+	return durable.WriteFile(folder, "."+name+".json.tmp", folder, name+".json", 0o640, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rec)
+	})
+}
+
+// freeName returns name, or name.1, name.2 ... whichever neither exists in folder nor has
+// a reason file there.
+func freeName(folder, name string) (string, error) {
+	for i := 0; i < 10000; i++ {
+		n := name
+		if i > 0 {
+			n = name + "." + strconv.Itoa(i)
+		}
+		_, err1 := os.Lstat(filepath.Join(folder, n))
+		_, err2 := os.Lstat(filepath.Join(folder, n+".json"))
+		if errors.Is(err1, os.ErrNotExist) && errors.Is(err2, os.ErrNotExist) {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("no free name for %s in %s", name, folder)
+}
