@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type bench struct {
+	dir     string
+	bin     string
+	n       int
+	size    int
+	workers int
+}
+
+// message returns message i, padded to about size bytes.
+func (b *bench) message(i int) []byte {
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "Return-Path: <sender@remote.test>\nX-Original-To: user@bench.test\nDelivered-To: user@bench.test\n"+
+		"From: Sender <sender@remote.test>\nTo: user@bench.test\nSubject: bench %d\nMessage-ID: <bench-%d@remote.test>\n"+
+		"Date: Sun, 22 Nov 2026 12:00:00 +0000\n\n", i, i)
+	line := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 1) + "\n"
+	for buf.Len() < b.size {
+		buf.WriteString(line)
+	}
+	return buf.Bytes()
+}
+
+// rawLimit writes n files of the message size the way a careful single writer must:
+// create in tmp/, write, fsync, close, rename into new/, fsync new/. It returns the
+// rate in files per second.
+func (b *bench) rawLimit() (float64, error) {
+	md := filepath.Join(b.dir, "raw")
+	for _, s := range []string{"tmp", "new"} {
+		if err := os.MkdirAll(filepath.Join(md, s), 0o700); err != nil {
+			return 0, err
+		}
+	}
+	data := b.message(0)
+	newDir, err := os.Open(filepath.Join(md, "new"))
+	if err != nil {
+		return 0, err
+	}
+	defer newDir.Close()
+	start := time.Now()
+	for i := 0; i < b.n; i++ {
+		name := fmt.Sprintf("%d.raw%d.bench", start.Unix(), i)
+		tmp := filepath.Join(md, "tmp", name)
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := f.Write(data); err != nil {
+			return 0, err
+		}
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+		if err := f.Close(); err != nil {
+			return 0, err
+		}
+		if err := os.Rename(tmp, filepath.Join(md, "new", name)); err != nil {
+			return 0, err
+		}
+		if err := newDir.Sync(); err != nil {
+			return 0, err
+		}
+	}
+	return float64(b.n) / time.Since(start).Seconds(), nil
+}
+
+// config writes an mxdrop configuration with one connector over drop and one account.
+func (b *bench) config(drop, maildir string) (string, error) {
+	workers := ""
+	if b.workers > 0 {
+		workers = fmt.Sprintf("workers: %d\n", b.workers)
+	}
+	cfg := fmt.Sprintf(`state_dir: %s
+%slog:
+  level: warn
+  format: json
+accounts:
+  - address: user@bench.test
+    maildir: %s
+connectors:
+  - name: bench
+    drop_folder: %s
+    subdomains: [bench.test]
+    settle: 0s
+    bounce: false
+`, filepath.Join(b.dir, "state"), workers, maildir, drop)
+	path := filepath.Join(b.dir, "mxdrop.yaml")
+	return path, os.WriteFile(path, []byte(cfg), 0o640)
+}
+
+func (b *bench) fillDrop(drop string, n int) error {
+	if err := os.MkdirAll(drop, 0o750); err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(filepath.Join(drop, fmt.Sprintf("msg%06d.eml", i)), b.message(i), 0o640); err != nil {
+			return err
+		}
+	}
+	// Old enough that the settle time does not apply.
+	old := time.Now().Add(-time.Minute)
+	entries, _ := os.ReadDir(drop)
+	for _, e := range entries {
+		os.Chtimes(filepath.Join(drop, e.Name()), old, old)
+	}
+	return syncFS(drop)
+}
+
+func syncFS(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
+// once compares `mxdrop run --once` with the raw single-writer limit.
+func (b *bench) once() error {
+	fmt.Printf("mxdrop-bench once: %d messages of %d bytes in %s\n", b.n, b.size, b.dir)
+	drop := filepath.Join(b.dir, "drop")
+	maildir := filepath.Join(b.dir, "mail")
+	if err := b.fillDrop(drop, b.n); err != nil {
+		return err
+	}
+	cfgPath, err := b.config(drop, maildir)
+	if err != nil {
+		return err
+	}
+	raw, err := b.rawLimit()
+	if err != nil {
+		return fmt.Errorf("raw limit: %w", err)
+	}
+	syncFS(b.dir)
+	cmd := exec.Command(b.bin, "--config", cfgPath, "run", "--once")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("mxdrop run --once: %w: %s", err, out.String())
+	}
+	elapsed := time.Since(start)
+	rate := float64(b.n) / elapsed.Seconds()
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
+	entries, _ := os.ReadDir(filepath.Join(maildir, "new"))
+	if len(entries) != b.n {
+		return fmt.Errorf("delivered %d of %d messages (%s)", len(entries), b.n, strings.TrimSpace(out.String()))
+	}
+	fmt.Printf("raw single-writer limit: %8.0f msg/s (write+fsync+rename+dir fsync)\n", raw)
+	fmt.Printf("mxdrop run --once:       %8.0f msg/s (%s)\n", rate, strings.TrimSpace(out.String()))
+	fmt.Printf("ratio mxdrop/raw:        %8.2f\n", rate/raw)
+	fmt.Printf("mxdrop peak RSS:         %8.1f MiB\n", float64(rss)/1024)
+	return nil
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestRunOnceSummary(t *testing.T) {
+	e := newEnv(t, "")
+	for i := 0; i < 10; i++ {
+		dropFile(t, e.drop, fmt.Sprintf("m%d", i), msg(fmt.Sprintf("once-%d@test", i), "Envelope-to", "alice@example.com", "bob@example.com"))
+	}
+	dropFile(t, e.drop, "unknown", msg("unknown@test", "X-Original-To", "nobody@example.com"))
+	old := time.Now().Add(-time.Minute)
+	entries, _ := os.ReadDir(e.drop)
+	for _, en := range entries {
+		os.Chtimes(filepath.Join(e.drop, en.Name()), old, old)
+	}
+	var out, errb bytes.Buffer
+	cmd := execMxdrop(e, &out, &errb, "run", "--once")
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run --once: %v\n%s", err, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "imported 10, failed 1, skipped 0, retry 0") {
+		t.Errorf("summary = %q", out.String())
+	}
+	for _, a := range []string{"alice", "bob"} {
+		ids, tmp := maildirIDs(t, filepath.Join(e.mail, a))
+		if len(ids) != 10 || tmp != 0 {
+			t.Errorf("%s: %d messages, %d tmp files", a, len(ids), tmp)
+		}
+	}
+	// One JSON event per message with the documented fields.
+	events := strings.Count(errb.String(), `"message":"message"`)
+	if events != 11 {
+		t.Errorf("%d message events, want 11:\n%s", events, errb.String())
+	}
+	for _, field := range []string{`"file":`, `"message_id":`, `"from":`, `"recipients":`, `"accounts":`, `"outcome":`, `"size":`, `"duration_ms":`} {
+		if !strings.Contains(errb.String(), field) {
+			t.Errorf("log lacks %s", field)
+		}
+	}
+}
+
+func TestDaemonImportsRenamedAndWrittenInPlace(t *testing.T) {
+	e := newEnv(t, "")
+	p := e.start("run")
+	p.waitLog(t, "mxdrop started", 10*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	dropFile(t, e.drop, "renamed", msg("renamed@test", "X-Original-To", "alice@example.com"))
+	// A pickup writer writing in place, slowly, to two recipients.
+	f, err := os.Create(filepath.Join(e.drop, "inplace.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := msg("inplace@test", "Envelope-to", "a.smith@example.com", "bob@example.com", "carol@example.org")
+	for i := 0; i < len(data); i += 64 {
+		f.Write(data[i:min(i+64, len(data))])
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.Close()
+	waitUntil(t, "three Maildirs filled", 10*time.Second, func() bool {
+		a, _ := maildirIDs(t, filepath.Join(e.mail, "alice"))
+		b, _ := maildirIDs(t, filepath.Join(e.mail, "bob"))
+		c, _ := maildirIDs(t, filepath.Join(e.mail, "carol"))
+		return a["renamed@test"] == 1 && a["inplace@test"] == 1 && b["inplace@test"] == 1 && c["inplace@test"] == 1
+	})
+	p.stop(t)
+	left, claimed := dropLeft(t, e.drop)
+	if len(left)+len(claimed) != 0 {
+		t.Errorf("left behind: %v %v", left, claimed)
+	}
+	// The in-place copy was complete: its last body line is there.
+	a, _ := os.ReadDir(filepath.Join(e.mail, "bob", "new"))
+	b, _ := os.ReadFile(filepath.Join(e.mail, "bob", "new", a[0].Name()))
+	if !bytes.HasSuffix(b, []byte("body line of inplace@test\n")) {
+		t.Errorf("incomplete copy: %q", tail(string(b), 200))
+	}
+}
+
+// TestCrashKill9 kills mxdrop with SIGKILL at random moments while messages arrive, at
+// least 20 times, and checks that in the end every message is in its Maildir exactly
+// once, nothing is left in the drop folder but the expected quarantined files, and no
+// temporary file is left behind.
+func TestCrashKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test is long")
+	}
+	e := newEnv(t, "")
+	const total = 2000
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	seed := rng.Int63()
+	t.Logf("seed %d", seed)
+	rng = rand.New(rand.NewSource(seed))
+
+	want := map[string]map[string]int{"alice": {}, "bob": {}, "carol": {}}
+	var wantFailed int
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; i < total; i++ {
+			id := fmt.Sprintf("crash-%d@test", i)
+			var data []byte
+			switch i % 10 {
+			case 0:
+				data = msg(id, "X-Original-To", "nobody@example.com") // quarantined
+			case 1, 2, 3:
+				data = msg(id, "Envelope-to", "alice@example.com", "bob@example.com", "carol@example.org")
+			default:
+				data = msg(id, "X-Original-To", []string{"alice@example.com", "bob@example.com", "carol@example.org"}[i%3])
+			}
+			dropFile(t, e.drop, fmt.Sprintf("m%05d", i), data)
+			if i%50 == 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
+	for i := 0; i < total; i++ {
+		id := fmt.Sprintf("crash-%d@test", i)
+		switch i % 10 {
+		case 0:
+			wantFailed++
+		case 1, 2, 3:
+			want["alice"][id], want["bob"][id], want["carol"][id] = 1, 1, 1
+		default:
+			want[[]string{"alice", "bob", "carol"}[i%3]][id] = 1
+		}
+	}
+
+	kills, recovered := 0, 0
+	for kills < 20 {
+		p := e.start("run")
+		time.Sleep(time.Duration(50+rng.Intn(250)) * time.Millisecond)
+		p.kill()
+		kills++
+		recovered += strings.Count(p.Logs(), "recovering claimed file")
+	}
+	<-produced
+	p := e.start("run")
+	waitUntil(t, "drop folder drained", 120*time.Second, func() bool {
+		left, claimed := dropLeft(t, e.drop)
+		return len(left) == 0 && len(claimed) == 0
+	})
+	p.stop(t)
+	recovered += strings.Count(p.Logs(), "recovering claimed file")
+	t.Logf("%d kills, %d claimed files recovered after a kill", kills, recovered)
+	if recovered == 0 {
+		t.Error("no kill hit a claimed file: the crash path was not exercised")
+	}
+
+	for acct, ids := range want {
+		got, tmp := maildirIDs(t, filepath.Join(e.mail, acct))
+		if tmp != 0 {
+			t.Errorf("%s: %d files left in tmp/", acct, tmp)
+		}
+		for id := range ids {
+			if got[id] != 1 {
+				t.Errorf("%s: %s delivered %d times", acct, id, got[id])
+			}
+		}
+		for id, n := range got {
+			if ids[id] == 0 {
+				t.Errorf("%s: unexpected %s (%d)", acct, id, n)
+			}
+		}
+	}
+	failed, _ := filepath.Glob(filepath.Join(e.drop, "ImportFailed", "m*"))
+	var msgs, reasons int
+	for _, f := range failed {
+		if strings.HasSuffix(f, ".json") {
+			reasons++
+		} else {
+			msgs++
+		}
+	}
+	if msgs != wantFailed || reasons != wantFailed {
+		t.Errorf("ImportFailed holds %d messages and %d reasons, want %d of each", msgs, reasons, wantFailed)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(e.drop, "ImportFailed", ".*")); len(tmps) != 0 {
+		t.Errorf("temporary files left in ImportFailed: %v", tmps)
+	}
+}
+
+// TestThreeInstances runs three mxdrop processes over one drop folder.
+func TestThreeInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	e := newEnv(t, "")
+	var ps []*proc
+	for i := 0; i < 3; i++ {
+		ps = append(ps, e.start("run"))
+	}
+	for _, p := range ps {
+		p.waitLog(t, "mxdrop started", 10*time.Second)
+	}
+	const total = 3000
+	for i := 0; i < total; i++ {
+		dropFile(t, e.drop, fmt.Sprintf("m%05d", i), msg(fmt.Sprintf("three-%d@test", i), "X-Original-To", "alice@example.com"))
+	}
+	waitUntil(t, "all imported", 120*time.Second, func() bool {
+		left, claimed := dropLeft(t, e.drop)
+		return len(left) == 0 && len(claimed) == 0
+	})
+	for _, p := range ps {
+		p.stop(t)
+	}
+	got, tmp := maildirIDs(t, filepath.Join(e.mail, "alice"))
+	if tmp != 0 {
+		t.Errorf("%d tmp files left", tmp)
+	}
+	if len(got) != total {
+		t.Errorf("%d distinct messages delivered, want %d", len(got), total)
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", id, n)
+		}
+	}
+	// Every instance did a share of the work.
+	for i, p := range ps {
+		if n := strings.Count(p.Logs(), `"outcome":"delivered"`); n == 0 {
+			t.Errorf("instance %d imported nothing", i)
+		}
+	}
+}
+
+// TestInotifyOverflow stops mxdrop (SIGSTOP) while a burst larger than the kernel's
+// inotify queue (fs.inotify.max_queued_events) arrives, so the queue overflows for
+// real, and checks that every file is imported after it continues.
+func TestInotifyOverflow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queue int
+	fmt.Sscan(string(b), &queue)
+	total := queue + queue/4
+	e := newEnv(t, "")
+	p := e.start("run")
+	p.waitLog(t, "mxdrop started", 10*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	p.cmd.Process.Signal(syscall.SIGSTOP)
+	data := msg("overflow@test", "X-Original-To", "alice@example.com")
+	for i := 0; i < total; i++ {
+		// One Create event per file: written outside, renamed in.
+		dropFile(t, e.drop, fmt.Sprintf("m%06d", i), bytes.Replace(data, []byte("overflow@test"), []byte(fmt.Sprintf("overflow-%d@test", i)), -1))
+	}
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	waitUntil(t, "all imported", 300*time.Second, func() bool {
+		left, claimed := dropLeft(t, e.drop)
+		return len(left) == 0 && len(claimed) == 0
+	})
+	p.stop(t)
+	if !strings.Contains(p.Logs(), "overflow") {
+		t.Errorf("the inotify queue did not overflow (%d files, queue %d): the test proved nothing", total, queue)
+	}
+	got, _ := maildirIDs(t, filepath.Join(e.mail, "alice"))
+	if len(got) != total {
+		t.Errorf("%d messages imported, want %d", len(got), total)
+	}
+}
+
+func TestReload(t *testing.T) {
+	e := newEnv(t, "")
+	p := e.start("run")
+	p.waitLog(t, "mxdrop started", 10*time.Second)
+	// dave does not exist yet: quarantined.
+	dropFile(t, e.drop, "d1", msg("dave1@test", "X-Original-To", "dave@example.com"))
+	waitUntil(t, "quarantine", 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(e.drop, "ImportFailed", "d1"))
+		return err == nil
+	})
+	cfg, _ := os.ReadFile(e.cfgPath)
+	// An invalid configuration is refused and the running one kept.
+	e.writeConfig(string(cfg) + "bogus_key: 1\n")
+	p.waitLog(t, "configuration reload failed", 10*time.Second)
+	dropFile(t, e.drop, "a1", msg("alice1@test", "X-Original-To", "alice@example.com"))
+	waitUntil(t, "alice still served", 10*time.Second, func() bool {
+		ids, _ := maildirIDs(t, filepath.Join(e.mail, "alice"))
+		return ids["alice1@test"] == 1
+	})
+	// Adding dave by editing the file reloads it.
+	e.writeConfig(strings.Replace(string(cfg), "connectors:", "  - address: dave@example.com\n    maildir: ./mail/dave\nconnectors:", 1))
+	p.waitLog(t, "configuration reloaded", 10*time.Second)
+	dropFile(t, e.drop, "d2", msg("dave2@test", "X-Original-To", "dave@example.com"))
+	waitUntil(t, "dave served", 10*time.Second, func() bool {
+		ids, _ := maildirIDs(t, filepath.Join(e.mail, "dave"))
+		return ids["dave2@test"] == 1
+	})
+	// SIGHUP reloads too.
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, `"trigger":"sighup"`, 10*time.Second)
+	p.stop(t)
+}

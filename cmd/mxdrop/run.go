@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/rs/zerolog"
+
+	"github.com/mxdrop/mxdrop/configs"
+	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/watcher"
+)
+
+// loadConfig loads the file at path, or the embedded default when path is "".
+func loadConfig(path string) (*configs.Config, error) {
+	if path == "" {
+		return configs.Default()
+	}
+	return configs.Load(path)
+}
+
+// newLogger returns the process logger as the configuration asks: JSON events on
+// stderr, or a console format for humans.
+func newLogger(cfg *configs.Config, stderr io.Writer) zerolog.Logger {
+	var w io.Writer = stderr
+	if cfg.Log.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.RFC3339}
+	}
+	lvl, err := zerolog.ParseLevel(cfg.Log.Level)
+	if err != nil || cfg.Log.Level == "" {
+		lvl = zerolog.InfoLevel
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// app is what one configuration generation builds.
+type app struct {
+	cfg        *configs.Config
+	connectors []*watcher.Connector
+}
+
+// build turns a configuration into running parts. It fails without side effects
+// beyond creating folders, so a bad reload keeps the old generation.
+func build(cfg *configs.Config, log zerolog.Logger) (*app, error) {
+	a := &app{cfg: cfg}
+	for _, c := range cfg.Connectors {
+		if !c.IsActive() {
+			continue
+		}
+		im, err := importer.New(importer.Options{
+			Accounts:        cfg.Accounts,
+			Domains:         c.Subdomains,
+			Mailboxes:       c.Mailboxes,
+			UnknownTo:       c.UnknownRecipients,
+			EnvelopeHeaders: c.EnvelopeHeaders,
+			MaxMessageSize:  c.MaxMessageSize,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("connector %s: %w", c.Name, err)
+		}
+		a.connectors = append(a.connectors, &watcher.Connector{
+			Name:         c.Name,
+			DropFolder:   c.DropFolder,
+			Settle:       c.Settle.D(),
+			KeepImported: c.KeepImported,
+			Importer:     im,
+			Log:          log.With().Str("component", "watcher").Str("connector", c.Name).Logger(),
+		})
+	}
+	return a, nil
+}
+
+func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
+	fs := subFlags("run", &configPath, stderr)
+	once := fs.Bool("once", false, "import every file now present, print a summary and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	log := newLogger(cfg, stderr)
+	a, err := build(cfg, log)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	for _, c := range a.connectors {
+		if err := os.MkdirAll(c.DropFolder, 0o750); err != nil {
+			log.Error().Err(err).Str("connector", c.Name).Msg("cannot create drop folder")
+		}
+	}
+	m := watcher.NewManager(watcher.NewInstanceID(), cfg.Workers, log)
+	if *once {
+		return runOnce(m, a, stdout)
+	}
+	return runDaemon(m, a, configPath, log)
+}
+
+// runOnce imports what is in the drop folders now and prints one summary line. It
+// fails when a transient error left files behind.
+func runOnce(m *watcher.Manager, a *app, stdout io.Writer) error {
+	start := time.Now()
+	err := m.Once(context.Background(), a.connectors)
+	c := m.Counts()
+	fmt.Fprintf(stdout, "imported %d, failed %d, skipped %d, retry %d in %s\n",
+		c.Imported.Load(), c.Quarantined.Load(), c.Skipped.Load(), c.Retry.Load(),
+		time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if n := c.Retry.Load(); n > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d files met a transient error; they stay claimed and are retried by the next run", n)}
+	}
+	return nil
+}
+
+// runDaemon runs until SIGINT or SIGTERM, then finishes the messages in flight and
+// returns; a second signal exits at once. SIGHUP and a change of the configuration
+// file reload the configuration; an invalid one is logged and the old one kept.
+func runDaemon(m *watcher.Manager, a *app, configPath string, log zerolog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // restore default handling: a second signal kills the process
+		force := make(chan os.Signal, 1)
+		signal.Notify(force, syscall.SIGINT, syscall.SIGTERM)
+		<-force
+		log.Warn().Msg("second signal: exiting without finishing messages in flight")
+		os.Exit(130)
+	}()
+
+	reload := make(chan string, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			select {
+			case reload <- "sighup":
+			default:
+			}
+		}
+	}()
+	if configPath != "" {
+		go watchConfigFile(ctx, configPath, reload, log)
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case why := <-reload:
+				cfg, err := configs.Load(configPath)
+				if err != nil {
+					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
+					continue
+				}
+				na, err := build(cfg, log)
+				if err != nil {
+					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
+					continue
+				}
+				m.Update(na.connectors)
+				log.Info().Str("trigger", why).Int("connectors", len(na.connectors)).Msg("configuration reloaded")
+			}
+		}
+	}()
+
+	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Msg("mxdrop started")
+	err := m.Run(ctx, a.connectors)
+	log.Info().Msg("mxdrop stopped")
+	return err
+}
+
+// watchConfigFile asks for a reload when the configuration file changes. It watches the
+// folder, because editors and configuration managers replace the file by a rename.
+func watchConfigFile(ctx context.Context, path string, reload chan<- string, log zerolog.Logger) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot watch the configuration file; reload with SIGHUP")
+		return
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Dir(abs)); err != nil {
+		log.Warn().Err(err).Msg("cannot watch the configuration file; reload with SIGHUP")
+		return
+	}
+	var timer *time.Timer
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if ev.Name != abs || !ev.Has(fsnotify.Write|fsnotify.Create|fsnotify.Rename) {
+				continue
+			}
+			// Editors write in several steps: reload once the file has been quiet.
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = time.AfterFunc(200*time.Millisecond, func() {
+				select {
+				case reload <- "config_file_changed":
+				default:
+				}
+			})
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			if !errors.Is(err, fsnotify.ErrEventOverflow) {
+				log.Warn().Err(err).Msg("configuration file watch")
+			}
+		}
+	}
+}
+
+func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) error {
+	fs := subFlags("check-config", &configPath, stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if _, err := build(cfg, zerolog.Nop()); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	return configs.Describe(stdout, cfg)
+}
+
+func cmdExportRecipients(configPath string, args []string, stdout, stderr io.Writer) error {
+	return &exitError{code: 2, err: errors.New("export-recipients: not available yet")}
+}

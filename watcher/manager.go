@@ -1,0 +1,283 @@
+package watcher
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Manager runs the watchers of all connectors and one worker pool that imports for all
+// of them. Configuration reloads replace the connectors without stopping the pool.
+type Manager struct {
+	id      string
+	workers int
+	log     zerolog.Logger
+	jobs    chan *job
+	counts  Counts
+
+	mu     sync.Mutex
+	claims map[string]*claims // drop folder -> this instance's claims folder
+	cancel map[string]context.CancelFunc
+	gen    map[string]*Connector
+	runs   sync.WaitGroup
+
+	intake context.Context // done when intake stops (shutdown)
+	quit   chan struct{}   // closed when every producer has stopped
+}
+
+// NewManager returns a Manager with workers concurrent imports. The instance id names
+// this process's claims folders; it must be unique among live instances sharing a drop
+// folder (NewInstanceID gives one).
+func NewManager(id string, workers int, log zerolog.Logger) *Manager {
+	if workers < 1 {
+		workers = 1
+	}
+	return &Manager{
+		id: id, workers: workers, log: log,
+		jobs:   make(chan *job, workers*4),
+		quit:   make(chan struct{}),
+		intake: context.Background(),
+		claims: map[string]*claims{}, cancel: map[string]context.CancelFunc{}, gen: map[string]*Connector{},
+	}
+}
+
+// NewInstanceID returns an id unique to this process: host name, process id and start time.
+func NewInstanceID() string {
+	h, _ := os.Hostname()
+	if h == "" {
+		h = "localhost"
+	}
+	return h + "-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+}
+
+// Counts returns the outcome counters since the Manager was made.
+func (m *Manager) Counts() *Counts { return &m.counts }
+
+func (m *Manager) claimsFor(drop string) (*claims, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cl, ok := m.claims[drop]; ok {
+		return cl, nil
+	}
+	cl, err := openClaims(drop, m.id)
+	if err != nil {
+		return nil, err
+	}
+	m.claims[drop] = cl
+	return cl, nil
+}
+
+// work runs the pool until quit is closed, then finishes the jobs still queued. Jobs
+// not yet claimed are dropped once intake has stopped: their files are still in the
+// drop folder. Claimed jobs always finish. The jobs channel is never closed, so a late
+// producer (a retry timer) cannot panic; what it queues after the pool has gone stays
+// claimed and is recovered at the next start.
+func (m *Manager) work(wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		select {
+		case j := <-m.jobs:
+			m.runJob(j)
+		case <-m.quit:
+			for {
+				select {
+				case j := <-m.jobs:
+					m.runJob(j)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (m *Manager) runJob(j *job) {
+	out := m.doJob(j)
+	m.counts.add(out)
+	if j.wg != nil {
+		j.wg.Done()
+	}
+}
+
+func (m *Manager) doJob(j *job) Outcome {
+	path := j.path
+	if !j.claimed {
+		if m.intake.Err() != nil {
+			return Skipped
+		}
+		p, ok, err := j.cl.claim(path)
+		if err != nil {
+			j.conn.Log.Warn().Err(err).Str("file", filepath.Base(path)).Msg("claim failed")
+			return Skipped
+		}
+		if !ok {
+			return Skipped
+		}
+		path = p
+	}
+	// In-flight messages finish even when shutdown has begun.
+	out := j.conn.process(context.Background(), path, j.recovered)
+	if out == Retry && j.wg == nil && m.intake.Err() == nil {
+		m.retryLater(&job{conn: j.conn, cl: j.cl, path: path, claimed: true, recovered: true, attempt: j.attempt + 1})
+	}
+	return out
+}
+
+// retryLater queues a claimed file again after an exponential backoff (5s doubling,
+// capped at 5 minutes). A file still waiting at shutdown stays claimed and is recovered
+// at the next start.
+func (m *Manager) retryLater(j *job) {
+	d := 5 * time.Second << min(j.attempt-1, 6)
+	if d > 5*time.Minute {
+		d = 5 * time.Minute
+	}
+	time.AfterFunc(d, func() {
+		if m.intake.Err() != nil {
+			return
+		}
+		select {
+		case m.jobs <- j:
+		case <-m.intake.Done():
+		}
+	})
+}
+
+// Run watches the given connectors and imports until ctx is done, then lets the
+// in-flight messages finish and returns. Update replaces the connectors while it runs.
+func (m *Manager) Run(ctx context.Context, conns []*Connector) error {
+	m.intake = ctx
+	var wg sync.WaitGroup
+	for i := 0; i < m.workers; i++ {
+		wg.Add(1)
+		go m.work(&wg)
+	}
+	m.Update(conns)
+	<-ctx.Done()
+	m.runs.Wait() // watchers have stopped offering
+	close(m.quit)
+	wg.Wait()
+	m.mu.Lock()
+	for _, cl := range m.claims {
+		cl.release()
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// Update makes conns the running set: watchers of connectors that are gone stop, new
+// ones start, changed ones restart with their new setup. Files in flight finish with
+// the setup they started with; nothing is lost or repeated, because the claims folder
+// of a drop folder stays the same.
+func (m *Manager) Update(conns []*Connector) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	want := map[string]*Connector{}
+	for _, c := range conns {
+		want[c.DropFolder] = c
+	}
+	for drop, cancel := range m.cancel {
+		if _, ok := want[drop]; !ok {
+			cancel()
+			delete(m.cancel, drop)
+			delete(m.gen, drop)
+		}
+	}
+	for drop, c := range want {
+		if cancel, ok := m.cancel[drop]; ok {
+			cancel()
+		}
+		ctx, cancel := context.WithCancel(m.intake)
+		m.cancel[drop] = cancel
+		m.gen[drop] = c
+		m.runs.Add(1)
+		go m.superviseWatch(ctx, c)
+	}
+}
+
+// superviseWatch runs a connector's watcher and restarts it with backoff (1s doubling,
+// capped at 1 minute) when its folder fails; other connectors go on.
+func (m *Manager) superviseWatch(ctx context.Context, c *Connector) {
+	defer m.runs.Done()
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := m.watchOnce(ctx, c)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		c.Log.Error().Err(err).Str("drop_folder", c.DropFolder).Dur("retry_in", backoff).Msg("watcher stopped; retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+}
+
+func (m *Manager) watchOnce(ctx context.Context, c *Connector) error {
+	if fi, err := os.Stat(c.DropFolder); err != nil || !fi.IsDir() {
+		return fmt.Errorf("drop folder %s is missing", c.DropFolder)
+	}
+	cl, err := m.claimsFor(c.DropFolder)
+	if err != nil {
+		return err
+	}
+	return m.watch(ctx, c, cl)
+}
+
+// Once imports every file now present in each connector's drop folder (and claims left
+// by dead instances), waits for all of them, and returns. Files written less than the
+// settle time ago are skipped. Files that met a transient error stay claimed; the next
+// run or the daemon recovers them.
+func (m *Manager) Once(ctx context.Context, conns []*Connector) error {
+	var wg, pool sync.WaitGroup
+	for i := 0; i < m.workers; i++ {
+		pool.Add(1)
+		go m.work(&pool)
+	}
+	var firstErr error
+	for _, c := range conns {
+		cl, err := m.claimsFor(c.DropFolder)
+		if err != nil {
+			c.Log.Error().Err(err).Msg("cannot claim in drop folder")
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		paths, err := cl.adopt()
+		if err != nil {
+			c.Log.Warn().Err(err).Msg("adopting claims")
+		}
+		for _, p := range paths {
+			wg.Add(1)
+			m.jobs <- &job{conn: c, cl: cl, path: p, claimed: true, recovered: true, wg: &wg}
+		}
+		dir := c.watchDir()
+		if err := m.scan(ctx, c, cl, dir, c.isMaildir(dir), nil, &wg); err != nil {
+			c.Log.Error().Err(err).Msg("scan failed")
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	wg.Wait()
+	close(m.quit)
+	pool.Wait()
+	m.mu.Lock()
+	for _, cl := range m.claims {
+		cl.release()
+	}
+	m.mu.Unlock()
+	return firstErr
+}

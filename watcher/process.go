@@ -1,0 +1,171 @@
+package watcher
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/durable"
+)
+
+// Bouncer turns a message's failed recipients into a DSN. Bounce must make the DSN
+// durable (or decide to suppress it, returning a nil DSN) before it returns: the source
+// file is acknowledged right after. It returns the DSN it built, which is kept beside a
+// quarantined original. An error means the source must keep the message and retry.
+type Bouncer interface {
+	Bounce(ctx context.Context, source string, msg importer.Message, res importer.Result) (dsn []byte, err error)
+}
+
+// Outcome of processing one claimed file, for counters.
+type Outcome int
+
+const (
+	Imported    Outcome = iota // delivered to every (or some) account
+	Quarantined                // moved to ImportFailed/
+	Retry                      // transient error: kept in the claims folder
+	Skipped                    // not taken (claimed elsewhere, vanished)
+)
+
+// Connector is one drop folder's immutable processing setup. A configuration reload
+// builds new Connectors; jobs in flight finish with the one they started with.
+type Connector struct {
+	Name         string
+	DropFolder   string
+	Settle       time.Duration
+	KeepImported bool
+	Importer     *importer.Importer
+	Bouncer      Bouncer // nil: no DSNs
+	Log          zerolog.Logger
+}
+
+// watchDir is the folder files arrive in: new/ when the drop folder is itself a
+// Maildir (Postfix virtual, Maildir-style writers), else the drop folder.
+func (c *Connector) watchDir() string {
+	nd := filepath.Join(c.DropFolder, "new")
+	if fi, err := os.Stat(nd); err == nil && fi.IsDir() {
+		return nd
+	}
+	return c.DropFolder
+}
+
+// isMaildir reports whether files arrive through a Maildir's new/: such files are
+// complete by the Maildir convention (written in tmp/, renamed into new/).
+func (c *Connector) isMaildir(dir string) bool { return dir != c.DropFolder }
+
+// identity returns a claimed file's stable identity and arrival time.
+func identity(path string) (id string, size int64, mtime time.Time, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", 0, time.Time{}, err
+	}
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	mtime = fi.ModTime()
+	id = filepath.Base(path) + "|" + strconv.FormatInt(fi.Size(), 10) + "|" +
+		strconv.FormatInt(mtime.UnixNano(), 10) + "|" + strconv.FormatUint(ino, 10)
+	return id, fi.Size(), mtime, nil
+}
+
+// process imports one claimed file and acknowledges it: removed (or moved to
+// Imported/) once every delivery and DSN is durable, or quarantined in ImportFailed/.
+// On a transient error the file stays claimed and Retry is returned.
+func (c *Connector) process(ctx context.Context, path string, recovered bool) Outcome {
+	start := time.Now()
+	id, size, mtime, err := identity(path)
+	if err != nil {
+		c.Log.Error().Err(err).Str("file", filepath.Base(path)).Msg("claimed file unreadable")
+		return Retry
+	}
+	msg := importer.Message{
+		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
+		Open: func() (io.ReadCloser, error) { return os.Open(path) },
+	}
+	res, err := c.Importer.Import(ctx, msg)
+	if err != nil {
+		importer.LogResult(c.Log, msg, res, "retry", err, start)
+		return Retry
+	}
+	switch res.Outcome {
+	case importer.OutcomeDelivered, importer.OutcomePartial:
+		if len(res.Failed) > 0 && c.Bouncer != nil {
+			if _, err := c.Bouncer.Bounce(ctx, c.Name, msg, res); err != nil {
+				importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("bounce: %w", err), start)
+				return Retry
+			}
+		}
+		action := "removed"
+		if c.KeepImported {
+			action = "kept"
+			err = moveInto(filepath.Join(c.DropFolder, ImportedFolder), path)
+		} else {
+			err = os.Remove(path)
+		}
+		if err != nil {
+			importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("acknowledge: %w", err), start)
+			return Retry
+		}
+		importer.LogResult(c.Log, msg, res, action, nil, start)
+		return Imported
+	default:
+		// The DSN is durable before the original leaves the claims folder: a crash in
+		// between re-imports the message, and the outbox recognises the DSN by the
+		// message identity.
+		var dsn []byte
+		if len(res.Failed) > 0 && c.Bouncer != nil {
+			if dsn, err = c.Bouncer.Bounce(ctx, c.Name, msg, res); err != nil {
+				importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("bounce: %w", err), start)
+				return Retry
+			}
+		}
+		folder := filepath.Join(c.DropFolder, importer.FailedFolder)
+		q, err := importer.Quarantine(folder, path, importer.NewRecord(c.Name, msg.Name, res))
+		if err != nil {
+			importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("quarantine: %w", err), start)
+			return Retry
+		}
+		if dsn != nil {
+			name := filepath.Base(q) + ".dsn.eml"
+			err := durable.WriteFile(folder, "."+name+".tmp", folder, name, 0o640, func(w io.Writer) error {
+				_, err := w.Write(dsn)
+				return err
+			})
+			if err != nil {
+				c.Log.Warn().Err(err).Str("file", msg.Name).Msg("could not keep a copy of the DSN beside the quarantined message")
+			}
+		}
+		importer.LogResult(c.Log, msg, res, "quarantined", nil, start)
+		return Quarantined
+	}
+}
+
+// moveInto renames path into folder (created when missing) under a free name.
+func moveInto(folder, path string) error {
+	if err := durable.MkdirAll(folder, 0o750); err != nil {
+		return err
+	}
+	base := filepath.Base(path)
+	for i := 0; i < 1000; i++ {
+		name := base
+		if i > 0 {
+			name = base + "." + strconv.Itoa(i)
+		}
+		err := renameNoReplace(path, filepath.Join(folder, name))
+		if err == nil {
+			return nil
+		}
+		if !os.IsExist(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("no free name for %s in %s", base, folder)
+}

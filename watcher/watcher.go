@@ -1,0 +1,341 @@
+// Package watcher feeds the importer from MTA drop folders. It watches every active
+// connector's drop folder with fsnotify (new/ when the drop folder is a Maildir), takes
+// each file once it is complete, claims it by an atomic rename into this instance's
+// claims folder, imports it, and acknowledges it only after every delivery and DSN is
+// durable. Start-up scans, a periodic rescan and a rescan on fsnotify's queue overflow
+// make sure no file is ever left behind; claims of dead instances are adopted and
+// finished as recovered messages, so a crash loses nothing and delivers nothing twice.
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
+)
+
+// RescanEvery is the safety-net rescan interval of every drop folder.
+const RescanEvery = 2 * time.Minute
+
+// job is one unit of work for the pool.
+type job struct {
+	conn      *Connector
+	cl        *claims
+	path      string // in the watched folder, or in the claims folder when claimed
+	claimed   bool
+	recovered bool
+	attempt   int
+	wg        *sync.WaitGroup // run --once: done when the job ends
+}
+
+// Counts are the outcomes of processed files.
+type Counts struct {
+	Imported, Quarantined, Retry, Skipped atomic.Int64
+}
+
+func (c *Counts) add(o Outcome) {
+	switch o {
+	case Imported:
+		c.Imported.Add(1)
+	case Quarantined:
+		c.Quarantined.Add(1)
+	case Retry:
+		c.Retry.Add(1)
+	case Skipped:
+		c.Skipped.Add(1)
+	}
+}
+
+// skipName reports whether a directory entry is never a message: dot-files (writers'
+// temporary files, mxdrop's own .mxdrop), and mxdrop's and Maildir's folders.
+func skipName(name string) bool {
+	if name == "" || strings.HasPrefix(name, ".") {
+		return true
+	}
+	switch name {
+	case "tmp", "new", "cur", "ImportFailed", ImportedFolder:
+		return true
+	}
+	return false
+}
+
+// noWriter reports whether no process has path open for writing, using a read lease
+// (fcntl F_SETLEASE), which the kernel refuses while any writer has the file open.
+// ok is false when the file system does not support leases: then only the settle time
+// tells.
+func noWriter(path string) (free, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, true
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY) {
+			return false, true
+		}
+		return false, false
+	}
+	unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+	return true, true
+}
+
+// pendingFile is a file written in place, waiting to be unchanged for the settle time.
+type pendingFile struct {
+	size    int64
+	mtime   time.Time
+	changed time.Time
+}
+
+// watch runs the watcher of one connector until ctx is done or the folder fails.
+func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
+	dir := c.watchDir()
+	maildir := c.isMaildir(dir)
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("start fsnotify: %w", err)
+	}
+	defer fsw.Close()
+	if err := fsw.Add(dir); err != nil {
+		return fmt.Errorf("watch %s: %w", dir, err)
+	}
+	if err := checkWritable(dir); err != nil {
+		return err
+	}
+	m.adopt(ctx, c, cl)
+
+	scanReq := make(chan struct{}, 1)
+	young := make(chan string, 64)
+	requestScan := func() {
+		select {
+		case scanReq <- struct{}{}:
+		default:
+		}
+	}
+	scanErr := make(chan error, 1)
+	scanCtx, stopScan := context.WithCancel(ctx)
+	scanDone := make(chan struct{})
+	defer func() { stopScan(); <-scanDone }()
+	go func() {
+		defer close(scanDone)
+		for {
+			select {
+			case <-scanCtx.Done():
+				return
+			case <-scanReq:
+			}
+			if err := m.scan(scanCtx, c, cl, dir, maildir, young, nil); err != nil {
+				scanErr <- err
+				return
+			}
+		}
+	}()
+	requestScan()
+
+	pending := map[string]*pendingFile{}
+	tick := c.Settle / 4
+	if tick < 10*time.Millisecond {
+		tick = 10 * time.Millisecond
+	}
+	settleTick := time.NewTicker(tick)
+	defer settleTick.Stop()
+	rescan := time.NewTicker(RescanEvery)
+	defer rescan.Stop()
+
+	offer := func(path string) {
+		select {
+		case m.jobs <- &job{conn: c, cl: cl, path: path}:
+		default:
+			requestScan() // queue full: the scanner finds it once there is room
+		}
+	}
+	note := func(name string, wrote bool) {
+		path := filepath.Join(dir, name)
+		if maildir {
+			offer(path)
+			return
+		}
+		if p, ok := pending[name]; ok || wrote {
+			if !ok {
+				p = &pendingFile{}
+				pending[name] = p
+			}
+			p.changed = time.Now()
+			return
+		}
+		fi, err := os.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			return
+		}
+		// Renamed in complete: nobody has it open for writing.
+		if free, ok := noWriter(path); ok && free && fi.Size() > 0 {
+			offer(path)
+			return
+		}
+		pending[name] = &pendingFile{size: fi.Size(), mtime: fi.ModTime(), changed: time.Now()}
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-scanErr:
+			return err
+		case ev, ok := <-fsw.Events:
+			if !ok {
+				return errors.New("fsnotify closed")
+			}
+			if ev.Name == dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				return fmt.Errorf("drop folder %s went away", dir)
+			}
+			name := filepath.Base(ev.Name)
+			if skipName(name) || filepath.Dir(ev.Name) != dir {
+				continue
+			}
+			switch {
+			case ev.Has(fsnotify.Create):
+				note(name, false)
+			case ev.Has(fsnotify.Write):
+				note(name, true)
+			case ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename):
+				delete(pending, name)
+			}
+		case err, ok := <-fsw.Errors:
+			if !ok {
+				return errors.New("fsnotify closed")
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				c.Log.Warn().Str("folder", dir).Msg("fsnotify queue overflow: rescanning")
+				requestScan()
+				continue
+			}
+			c.Log.Warn().Err(err).Str("folder", dir).Msg("fsnotify error")
+		case name := <-young:
+			if _, ok := pending[name]; !ok {
+				pending[name] = &pendingFile{changed: time.Now()}
+			}
+		case <-settleTick.C:
+			now := time.Now()
+			for name, p := range pending {
+				path := filepath.Join(dir, name)
+				fi, err := os.Lstat(path)
+				if err != nil {
+					delete(pending, name)
+					continue
+				}
+				if fi.Size() != p.size || !fi.ModTime().Equal(p.mtime) {
+					p.size, p.mtime, p.changed = fi.Size(), fi.ModTime(), now
+					continue
+				}
+				if now.Sub(p.changed) < c.Settle {
+					continue
+				}
+				if free, ok := noWriter(path); ok && !free {
+					continue
+				}
+				delete(pending, name)
+				offer(path)
+			}
+		case <-rescan.C:
+			m.adopt(ctx, c, cl)
+			requestScan()
+		}
+	}
+}
+
+func checkWritable(dir string) error {
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("drop folder %s is not writable: %w", dir, err)
+	}
+	return nil
+}
+
+// adopt queues this instance's leftover claims and those of dead instances as
+// recovered jobs.
+func (m *Manager) adopt(ctx context.Context, c *Connector, cl *claims) {
+	paths, err := cl.adopt()
+	if err != nil {
+		c.Log.Warn().Err(err).Msg("adopting claims")
+	}
+	for _, p := range paths {
+		c.Log.Info().Str("file", filepath.Base(p)).Msg("recovering claimed file")
+		select {
+		case m.jobs <- &job{conn: c, cl: cl, path: p, claimed: true, recovered: true}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// scan offers every complete file in dir, streaming: entries are read in batches, so
+// work starts at once however many files wait. Files written less than the settle time
+// ago go to young (the watch loop settles them); with young nil (run --once) they are
+// counted as skipped. wg, when not nil, tracks the offered jobs.
+func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string, maildir bool, young chan<- string, wg *sync.WaitGroup) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("scan %s: %w", dir, err)
+	}
+	defer d.Close()
+	for {
+		entries, err := d.ReadDir(512)
+		for _, e := range entries {
+			name := e.Name()
+			if skipName(name) || !e.Type().IsRegular() {
+				continue
+			}
+			path := filepath.Join(dir, name)
+			if !maildir {
+				fi, err := e.Info()
+				if err != nil {
+					continue
+				}
+				fresh := time.Since(fi.ModTime()) < c.Settle
+				if !fresh {
+					if free, ok := noWriter(path); ok && !free {
+						fresh = true
+					}
+				}
+				if fresh {
+					if young == nil {
+						m.counts.Skipped.Add(1)
+						continue
+					}
+					select {
+					case young <- name:
+					case <-ctx.Done():
+						return nil
+					}
+					continue
+				}
+			}
+			j := &job{conn: c, cl: cl, path: path, wg: wg}
+			if wg != nil {
+				wg.Add(1)
+			}
+			select {
+			case m.jobs <- j:
+			case <-ctx.Done():
+				if wg != nil {
+					wg.Done()
+				}
+				return nil
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("scan %s: %w", dir, err)
+		}
+	}
+}
