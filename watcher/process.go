@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/durable"
 )
@@ -134,12 +135,7 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool) Ou
 			return Retry
 		}
 		if dsn != nil {
-			name := filepath.Base(q) + ".dsn.eml"
-			err := durable.WriteFile(folder, "."+name+".tmp", folder, name, 0o640, func(w io.Writer) error {
-				_, err := w.Write(dsn)
-				return err
-			})
-			if err != nil {
+			if _, err := bounce.WriteCopy(folder, filepath.Base(q), dsn); err != nil {
 				c.Log.Warn().Err(err).Str("file", msg.Name).Msg("could not keep a copy of the DSN beside the quarantined message")
 			}
 		}

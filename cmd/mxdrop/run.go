@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rs/zerolog"
 
+	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/watcher"
@@ -49,8 +51,9 @@ type app struct {
 }
 
 // build turns a configuration into running parts. It fails without side effects
-// beyond creating folders, so a bad reload keeps the old generation.
-func build(cfg *configs.Config, log zerolog.Logger) (*app, error) {
+// beyond creating folders, so a bad reload keeps the old generation. bouncer may be nil
+// (check-config).
+func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer) (*app, error) {
 	a := &app{cfg: cfg}
 	for _, c := range cfg.Connectors {
 		if !c.IsActive() {
@@ -75,6 +78,9 @@ func build(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 			Importer:     im,
 			Log:          log.With().Str("component", "watcher").Str("connector", c.Name).Logger(),
 		})
+		if bouncer != nil {
+			a.connectors[len(a.connectors)-1].Bouncer = bouncer
+		}
 	}
 	return a, nil
 }
@@ -90,7 +96,12 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: 2, err: err}
 	}
 	log := newLogger(cfg, stderr)
-	a, err := build(cfg, log)
+	bouncer, err := bounce.Open(cfg, bounce.OpenOptions{Log: log, UnsentFolder: filepath.Join(cfg.StateDir, importer.FailedFolder)})
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	defer bouncer.Close()
+	a, err := build(cfg, log, bouncer)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
@@ -101,16 +112,21 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 	}
 	m := watcher.NewManager(watcher.NewInstanceID(), cfg.Workers, log)
 	if *once {
-		return runOnce(m, a, stdout)
+		return runOnce(m, a, bouncer, stdout)
 	}
-	return runDaemon(m, a, configPath, log)
+	return runDaemon(m, a, bouncer, configPath, log)
 }
 
 // runOnce imports what is in the drop folders now and prints one summary line. It
 // fails when a transient error left files behind.
-func runOnce(m *watcher.Manager, a *app, stdout io.Writer) error {
+func runOnce(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, stdout io.Writer) error {
 	start := time.Now()
 	err := m.Once(context.Background(), a.connectors)
+	if ob := bouncer.Outbox(); ob != nil {
+		// One delivery attempt for the DSNs that are due; the rest wait in the outbox
+		// for the next run or the daemon.
+		ob.ProcessDue(context.Background())
+	}
 	c := m.Counts()
 	fmt.Fprintf(stdout, "imported %d, failed %d, skipped %d, retry %d in %s\n",
 		c.Imported.Load(), c.Quarantined.Load(), c.Skipped.Load(), c.Retry.Load(),
@@ -127,7 +143,7 @@ func runOnce(m *watcher.Manager, a *app, stdout io.Writer) error {
 // runDaemon runs until SIGINT or SIGTERM, then finishes the messages in flight and
 // returns; a second signal exits at once. SIGHUP and a change of the configuration
 // file reload the configuration; an invalid one is logged and the old one kept.
-func runDaemon(m *watcher.Manager, a *app, configPath string, log zerolog.Logger) error {
+func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath string, log zerolog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -166,7 +182,10 @@ func runDaemon(m *watcher.Manager, a *app, configPath string, log zerolog.Logger
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
 				}
-				na, err := build(cfg, log)
+				if !reflect.DeepEqual(cfg.SMTP, a.cfg.SMTP) || !reflect.DeepEqual(cfg.Bounce, a.cfg.Bounce) {
+					log.Warn().Msg("smtp and bounce settings take effect at the next restart")
+				}
+				na, err := build(cfg, log, bouncer)
 				if err != nil {
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
@@ -177,8 +196,13 @@ func runDaemon(m *watcher.Manager, a *app, configPath string, log zerolog.Logger
 		}
 	}()
 
+	outboxDone := make(chan error, 1)
+	go func() { outboxDone <- bouncer.Run(ctx) }()
 	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Msg("mxdrop started")
 	err := m.Run(ctx, a.connectors)
+	if oerr := <-outboxDone; oerr != nil && err == nil {
+		err = oerr
+	}
 	log.Info().Msg("mxdrop stopped")
 	return err
 }
@@ -242,12 +266,24 @@ func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	if _, err := build(cfg, zerolog.Nop()); err != nil {
+	if _, err := build(cfg, zerolog.Nop(), nil); err != nil {
 		return &exitError{code: 1, err: err}
 	}
 	return configs.Describe(stdout, cfg)
 }
 
 func cmdExportRecipients(configPath string, args []string, stdout, stderr io.Writer) error {
-	return &exitError{code: 2, err: errors.New("export-recipients: not available yet")}
+	fs := subFlags("export-recipients", &configPath, stderr)
+	format := fs.String("format", "postfix", "postfix | exim | plain")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if err := bounce.WriteRecipientMap(stdout, cfg, *format); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	return nil
 }
