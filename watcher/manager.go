@@ -63,7 +63,12 @@ func (m *Manager) claimsFor(drop string) (*claims, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cl, ok := m.claims[drop]; ok {
-		return cl, nil
+		if _, err := os.Stat(filepath.Join(cl.dir, ".lock")); err == nil {
+			return cl, nil
+		}
+		// The drop folder was removed and made again: a new claims folder. Files
+		// claimed into the old one went with it.
+		cl.close()
 	}
 	cl, err := openClaims(drop, m.id)
 	if err != nil {

@@ -111,6 +111,10 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	if err := checkWritable(dir); err != nil {
 		return err
 	}
+	dirInfo, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
 	m.adopt(ctx, c, cl)
 
 	scanReq := make(chan struct{}, 1)
@@ -150,6 +154,10 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	defer settleTick.Stop()
 	rescan := time.NewTicker(RescanEvery)
 	defer rescan.Stop()
+	// inotify reports a removed folder only once nothing refers to it any more; a
+	// cheap stat every second notices a folder removed or replaced in any case.
+	alive := time.NewTicker(time.Second)
+	defer alive.Stop()
 
 	offer := func(path string) {
 		select {
@@ -248,6 +256,13 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 		case <-rescan.C:
 			m.adopt(ctx, c, cl)
 			requestScan()
+		case <-alive.C:
+			if fi, err := os.Stat(dir); err != nil || !os.SameFile(fi, dirInfo) {
+				return fmt.Errorf("drop folder %s went away", dir)
+			}
+			if err := checkWritable(dir); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -303,3 +303,25 @@ func TestReload(t *testing.T) {
 	p.waitLog(t, `"trigger":"sighup"`, 10*time.Second)
 	p.stop(t)
 }
+
+// TestDropFolderComesBack removes the drop folder of a running mxdrop and creates it
+// again: the watcher logs the loss, retries, and imports what arrives afterwards.
+func TestDropFolderComesBack(t *testing.T) {
+	e := newEnv(t, "")
+	p := e.start("run")
+	p.waitLog(t, "mxdrop started", 10*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	if err := os.RemoveAll(e.drop); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "watcher stopped; retrying", 10*time.Second)
+	if err := os.MkdirAll(e.drop, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	dropFile(t, e.drop, "back", msg("back@test", "X-Original-To", "alice@example.com"))
+	waitUntil(t, "import after the folder came back", 20*time.Second, func() bool {
+		ids, _ := maildirIDs(t, filepath.Join(e.mail, "alice"))
+		return ids["back@test"] == 1
+	})
+	p.stop(t)
+}
