@@ -51,18 +51,26 @@ func trustedTop(h *Header) []Field {
 }
 
 // iisBlock returns the leading run of x-sender/x-receiver lines an IIS or Exchange
-// pickup writer puts at the very top of the file, and how many fields it spans.
+// pickup writer puts at the very top of the file, and how many fields it spans. A run
+// without any x-receiver is not such a block (n is 0): some mail programs (Eudora, PHP
+// scripts) write an X-Sender field of their own, and it may end up first.
 func iisBlock(h *Header) (sender string, rcpts []string, n int) {
+	receivers := 0
+loop:
 	for _, f := range h.Fields {
 		switch f.Name {
 		case "x-sender":
 			sender = f.Value
 		case "x-receiver":
+			receivers++
 			rcpts = append(rcpts, parseAddrList(f.Value)...)
 		default:
-			return sender, rcpts, n
+			break loop
 		}
 		n++
+	}
+	if receivers == 0 {
+		return "", nil, 0
 	}
 	return sender, rcpts, n
 }
@@ -80,17 +88,20 @@ func ExtractEnvelope(h *Header, order []string) Envelope {
 	top := trustedTop(h)
 	iisSender, iisRcpts, iisN := iisBlock(h)
 
-	// Sender: the topmost Return-Path above the first Received, else the IIS x-sender,
-	// else an mbox From line.
-	if v, ok := topmost(top, "return-path"); ok {
-		env.Sender, env.SenderKnown = parseReturnPath(v), true
-	} else if iisN > 0 && iisSender != "" {
+	// Sender: the IIS x-sender (the pickup writer's MAIL FROM; a Return-Path below it is
+	// part of the message it was given), else the topmost Return-Path above the first
+	// Received, else an mbox From line.
+	if iisN > 0 && iisSender != "" {
 		env.Sender, env.SenderKnown = firstAddr(iisSender), true
+	} else if v, ok := topmost(top, "return-path"); ok {
+		env.Sender, env.SenderKnown = parseReturnPath(v), true
 	} else if h.MboxFrom != "" {
 		env.Sender, env.SenderKnown = h.MboxFrom, true
 	}
 
 	for _, conv := range order {
+		// Names come from configuration, where "Delivered-To" is as likely as "delivered-to".
+		conv = strings.ToLower(strings.TrimSpace(conv))
 		var rcpts []string
 		switch conv {
 		case ConvIIS:
@@ -153,10 +164,14 @@ func receivedFor(v string) string {
 	if m == nil {
 		return ""
 	}
-	return m[1]
+	// The same address syntax as every other envelope field.
+	if l := parseAddrList(m[1]); len(l) > 0 {
+		return l[0]
+	}
+	return ""
 }
 
-var bareAddrRE = regexp.MustCompile(`[^\s<>,;:"()\[\]]+@[^\s<>,;:"()\[\]]+`)
+var bareAddrRE = regexp.MustCompile(`[^\x00-\x20\x7f<>,;:"()\[\]]+@[^\x00-\x20\x7f<>,;:"()\[\]]+`)
 
 // parseAddrList parses an address list leniently: RFC 5322 syntax where net/mail
 // accepts it, else every token that looks like local@domain (QUIRK: envelope fields
@@ -169,7 +184,11 @@ func parseAddrList(v string) []string {
 	if list, err := mail.ParseAddressList(v); err == nil {
 		out := make([]string, 0, len(list))
 		for _, a := range list {
-			out = append(out, a.Address)
+			// net/mail unquotes the local part ("a b"@x becomes a b@x); quote it again
+			// where needed, so that the address can be written into a field, a
+			// Return-Path or a DSN and be read back as one address.
+			s := (&mail.Address{Address: a.Address}).String()
+			out = append(out, strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">"))
 		}
 		return out
 	}
@@ -177,12 +196,23 @@ func parseAddrList(v string) []string {
 	return bareAddrRE.FindAllString(v, -1)
 }
 
+// firstAddr returns the first address of v; failing that, v itself when it is one
+// plausible token (a local name such as "root"), else "".
 func firstAddr(v string) string {
 	l := parseAddrList(v)
 	if len(l) == 0 {
-		return strings.Trim(strings.TrimSpace(v), "<>")
+		return plainToken(strings.Trim(strings.TrimSpace(v), "<>"))
 	}
 	return l[0]
+}
+
+// plainToken returns s when it can stand between angle brackets on one header line (no
+// white space, control characters or angle brackets), else "".
+func plainToken(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '<' || r == '>' }) {
+		return ""
+	}
+	return s
 }
 
 func dedupAddrs(in []string) []string {

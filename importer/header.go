@@ -84,6 +84,16 @@ func ReadHeader(r *bufio.Reader) (*Header, error) {
 	var cur *Field
 	first := true
 	for {
+		if len(h.Fields) > 0 {
+			// The body may start without a blank line: leave such a line in r.
+			body, err := bodyAhead(r)
+			if err != nil {
+				return nil, err
+			}
+			if body {
+				break
+			}
+		}
 		line, err := readLine(r, MaxHeaderSize-h.Size)
 		if err == errLineTooLong {
 			return nil, ErrHeaderTooLarge
@@ -102,7 +112,7 @@ func ReadHeader(r *bufio.Reader) (*Header, error) {
 		}
 		if first {
 			h.CRLF = bytes.HasSuffix(line, []byte("\r\n"))
-			if bytes.HasPrefix(line, []byte("From ")) {
+			if _, _, field := splitField(bytes.TrimRight(line, "\r\n")); bytes.HasPrefix(line, []byte("From ")) && !field {
 				// QUIRK: mbox "From sender date" line written by some MTAs (Postfix
 				// pipe flag F). It is not a header field; its sender is an envelope hint.
 				h.MboxFrom = mboxSender(string(line[5:]))
@@ -122,21 +132,20 @@ func ReadHeader(r *bufio.Reader) (*Header, error) {
 		}
 		if (line[0] == ' ' || line[0] == '\t') && cur != nil {
 			cur.Raw = append(cur.Raw, line...)
-			cur.Value += " " + strings.TrimSpace(string(trimmed))
+			if v := strings.TrimSpace(string(trimmed)); v == "" {
+				// White space only: nothing to add.
+			} else if cur.Value == "" {
+				cur.Value = v
+			} else {
+				cur.Value += " " + v
+			}
 			h.Size += int64(len(line))
 			continue
 		}
 		name, value, ok := splitField(trimmed)
 		if !ok {
-			if len(h.Fields) == 0 {
-				return nil, ErrNoHeader
-			}
-			// Not a field: the body starts here without a separator. Put the line back
-			// is impossible on a bufio.Reader, so keep it as the separator: it is
-			// written out unchanged right after the fields.
-			h.Sep = line
-			h.Size += int64(len(line))
-			break
+			// Before the first field; later lines are checked by bodyAhead.
+			return nil, ErrNoHeader
 		}
 		h.Fields = append(h.Fields, Field{Name: name, Value: value, Raw: line})
 		cur = &h.Fields[len(h.Fields)-1]
@@ -150,6 +159,39 @@ func ReadHeader(r *bufio.Reader) (*Header, error) {
 		return nil, ErrNoHeader
 	}
 	return h, nil
+}
+
+// bodyAhead reports whether the next line of r is the first line of a body that follows
+// the header without a blank line: neither the blank separator, nor a continuation
+// line, nor a field. It does not consume input. QUIRK: a line with no colon within the
+// reader's buffer is taken as body, so a field name longer than the buffer (64 KiB in
+// the importer; RFC 5322 limits a line to 998 bytes) ends the header.
+func bodyAhead(r *bufio.Reader) (bool, error) {
+	n := 1
+	for {
+		n = max(n, r.Buffered()) // look at whatever is buffered already
+		b, err := r.Peek(n)
+		if err != nil && err != io.EOF {
+			return false, err
+		}
+		line, complete := b, err == io.EOF || n >= r.Size()
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, complete = b[:i+1], true
+		}
+		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
+			return false, nil // the end of the input, or a continuation line
+		}
+		if !complete {
+			n = min(2*n, r.Size())
+			continue
+		}
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			return false, nil // the separator
+		}
+		_, _, ok := splitField(trimmed)
+		return !ok, nil
+	}
 }
 
 var errLineTooLong = errors.New("line too long")
@@ -202,5 +244,5 @@ func mboxSender(rest string) string {
 	if rest == "MAILER-DAEMON" {
 		return ""
 	}
-	return strings.Trim(rest, "<>")
+	return plainToken(strings.Trim(rest, "<>"))
 }

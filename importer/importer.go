@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sort"
 	"strings"
 	"syscall"
@@ -77,6 +78,10 @@ func New(opts Options) (*Importer, error) {
 	}
 	im := &Importer{opts: opts, router: r, accounts: map[string]configs.Account{}}
 	for _, a := range opts.Accounts {
+		if strings.TrimSpace(a.Maildir) == "" {
+			// Maildir("") would deliver into the working folder.
+			return nil, fmt.Errorf("account %s has no maildir", a.Address)
+		}
 		n, _ := NormalizeAddress(a.Address)
 		im.accounts[n] = a
 	}
@@ -262,14 +267,23 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 			delivTo = n
 		}
 	}
-	path, err := md.Deliver(name, func(w io.Writer) error {
+	write := func(w io.Writer) error {
 		rc, err := msg.Open()
 		if err != nil {
 			return fmt.Errorf("reopen message: %w", err)
 		}
 		defer rc.Close()
-		return writeCopy(w, rc, h, env, delivTo, rcpts)
-	})
+		return writeCopy(w, rc, h, env, delivTo, ownAddresses(acct, rcpts))
+	}
+	path, err := md.Deliver(name, write)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Init checks the disk once per process; an administrator may have removed the
+		// Maildir since. Create it again, once, rather than fail until a restart.
+		md.forget()
+		if err = md.Init(); err == nil {
+			path, err = md.Deliver(name, write)
+		}
+	}
 	if err != nil {
 		return d, classify("deliver to "+account, err)
 	}
@@ -297,21 +311,28 @@ var envelopeFields = map[string]bool{
 	"delivered-to": true, "x-envelope-to": true,
 }
 
+// ownAddresses returns the normalised addresses an account's copy may name in its
+// envelope fields without telling it about other recipients: the recipients routed to
+// it, its address and its aliases.
+func ownAddresses(acct configs.Account, rcpts []string) map[string]bool {
+	mine := map[string]bool{}
+	for _, a := range append(append([]string{acct.Address}, acct.Aliases...), rcpts...) {
+		if n, ok := NormalizeAddress(a); ok {
+			mine[n] = true
+		}
+	}
+	return mine
+}
+
 // writeCopy writes one account's copy: Return-Path and Delivered-To as a delivery agent
 // prepends them, then the message as it arrived less the envelope fields above the
-// first Received that name other recipients (Bcc privacy), then the body, streamed.
-func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, rcpts []string) error {
+// first Received that name addresses not in mine (Bcc privacy), then the body, streamed.
+func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, mine map[string]bool) error {
 	br := bufio.NewReaderSize(rc, 64<<10)
 	if _, err := br.Discard(int(h.Size)); err != nil {
 		return fmt.Errorf("skip header: %w", err)
 	}
 	nl := h.Newline()
-	mine := map[string]bool{}
-	for _, r := range rcpts {
-		if n, ok := NormalizeAddress(r); ok {
-			mine[n] = true
-		}
-	}
 	mine[delivTo] = true
 	top := len(trustedTop(h))
 	_, _, iisN := iisBlock(h)
@@ -355,11 +376,9 @@ func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo strin
 			}
 		}
 	}
-	if h.Sep != nil {
-		if _, err := w.Write(h.Sep); err != nil {
-			return err
-		}
-	} else if _, err := io.WriteString(w, nl); err != nil {
+	// Without a separator (the header ended at the end of the file, or the body starts
+	// without a blank line) nothing is added: the copy is the message as it arrived.
+	if _, err := w.Write(h.Sep); err != nil {
 		return err
 	}
 	if _, err := io.Copy(w, br); err != nil {

@@ -34,6 +34,9 @@ func (m Maildir) Init() error {
 	return nil
 }
 
+// forget drops m from Init's memory, so that the next Init looks at the disk again.
+func (m Maildir) forget() { initialized.Delete(m) }
+
 // Folder returns the Maildir++ sub-folder name (".Junk") of m, creating it with its
 // maildirfolder marker file when missing.
 func (m Maildir) Folder(name string) (Maildir, error) {
@@ -42,7 +45,8 @@ func (m Maildir) Folder(name string) (Maildir, error) {
 		return "", fmt.Errorf("folder name %q: %w", name, err)
 	}
 	f := Maildir(filepath.Join(string(m), string(key)))
-	if _, ok := initialized.Load(f); ok {
+	// Keyed apart from Init's entry: a folder counts as done only once its marker is.
+	if _, ok := initialized.Load(folderDone(f)); ok {
 		return f, nil
 	}
 	if err := f.Init(); err != nil {
@@ -57,24 +61,44 @@ func (m Maildir) Folder(name string) (Maildir, error) {
 			return "", err
 		}
 	}
+	initialized.Store(folderDone(f), struct{}{})
 	return f, nil
 }
 
-// Find looks for a delivery named name in new/ and cur/ (where a mail reader may have
-// moved it, adding ":2,flags"). It is only used for recovered messages.
+// folderDone keys a Maildir++ folder whose maildirfolder marker exists in initialized.
+type folderDone Maildir
+
+// Find looks for a delivery named name in new/ and cur/, where a mail reader may have
+// moved it adding ":2,flags" or, like Dovecot, ",S=size" before that. It is only used
+// for recovered messages: it reads cur/ in chunks, so it costs one scan of the folder
+// but no memory that grows with it.
 func (m Maildir) Find(name string) (string, bool) {
 	p := filepath.Join(string(m), "new", name)
 	if _, err := os.Lstat(p); err == nil {
 		return p, true
 	}
-	cur := filepath.Join(string(m), "cur", name)
-	if _, err := os.Lstat(cur); err == nil {
-		return cur, true
+	cur := filepath.Join(string(m), "cur")
+	if _, err := os.Lstat(filepath.Join(cur, name)); err == nil {
+		return filepath.Join(cur, name), true
 	}
-	if matches, _ := filepath.Glob(cur + ":*"); len(matches) > 0 {
-		return matches[0], true
+	d, err := os.Open(cur)
+	if err != nil {
+		return "", false
 	}
-	return "", false
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(1024)
+		for _, n := range names {
+			// Delivery names have a fixed length, so a longer name with this prefix is
+			// this delivery with a suffix.
+			if strings.HasPrefix(n, name) && len(n) > len(name) && strings.ContainsRune(":,!;", rune(n[len(name)])) {
+				return filepath.Join(cur, n), true
+			}
+		}
+		if err != nil {
+			return "", false
+		}
+	}
 }
 
 // Deliver writes a message into tmp/name, fsyncs it, renames it to new/name and fsyncs

@@ -88,6 +88,7 @@ func QuarantineStream(folder, name string, r io.Reader, rec Record) (string, err
 		return err
 	})
 	if err != nil {
+		os.Remove(filepath.Join(folder, name+".json")) // no reason without its message
 		return "", err
 	}
 	return filepath.Join(folder, name), nil
@@ -101,17 +102,21 @@ func writeRecord(folder, name string, rec Record) error {
 	})
 }
 
-// freeName returns name, or name.1, name.2 ... whichever neither exists in folder nor has
-// a reason file there.
+// freeName returns name, or name.1, name.2 ... whichever does not exist in folder. A
+// reason file without its message is the leftover of a quarantine interrupted by a
+// crash; its name is reused and the reason file rewritten. But <n>.json may also be a
+// quarantined message named so (its own reason is then <n>.json.json): n is not free then.
 func freeName(folder, name string) (string, error) {
+	absent := func(n string) bool {
+		_, err := os.Lstat(filepath.Join(folder, n))
+		return errors.Is(err, os.ErrNotExist)
+	}
 	for i := 0; i < 10000; i++ {
 		n := name
 		if i > 0 {
 			n = name + "." + strconv.Itoa(i)
 		}
-		_, err1 := os.Lstat(filepath.Join(folder, n))
-		_, err2 := os.Lstat(filepath.Join(folder, n+".json"))
-		if errors.Is(err1, os.ErrNotExist) && errors.Is(err2, os.ErrNotExist) {
+		if absent(n) && (absent(n+".json") || absent(n+".json.json")) {
 			return n, nil
 		}
 	}

@@ -50,8 +50,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Temporary reports whether the source should keep the message and retry.
-func (e *Error) Temporary() bool { return e.Status.Temporary() }
+// Temporary reports whether the source should keep the message and retry. An Error
+// without a status is temporary: when in doubt, keep the message.
+func (e *Error) Temporary() bool { return e.Status.IsZero() || e.Status.Temporary() }
 
 // IsTemporary reports whether err (or an error it wraps) is a temporary *Error. An error
 // that carries no status is taken as temporary: when in doubt, keep the message.

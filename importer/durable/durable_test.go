@@ -1,0 +1,155 @@
+package durable
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func write(s string) WriteFunc {
+	return func(w io.Writer) error {
+		_, err := io.WriteString(w, s)
+		return err
+	}
+}
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T)
+		write   WriteFunc
+		want    string // content of dir/f afterwards; "" = absent
+		wantErr bool
+	}{
+		{"new file", nil, write("hello"), "hello", false},
+		{"replaces a leftover temporary file", func(t *testing.T) {
+			os.WriteFile(filepath.Join(tmp, "t"), []byte("half written and longer"), 0o600)
+		}, write("whole"), "whole", false},
+		{"a failing write leaves no trace", func(t *testing.T) {
+			os.Remove(filepath.Join(dir, "f"))
+		}, func(w io.Writer) error {
+			io.WriteString(w, strings.Repeat("x", 200_000))
+			return errors.New("source gone")
+		}, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.prepare != nil {
+				tc.prepare(t)
+			}
+			err := WriteFile(tmp, "t", dir, "f", 0o640, tc.write)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v", err)
+			}
+			b, rerr := os.ReadFile(filepath.Join(dir, "f"))
+			if tc.want == "" {
+				if !errors.Is(rerr, os.ErrNotExist) {
+					t.Errorf("dir/f exists: %q", b)
+				}
+			} else if string(b) != tc.want {
+				t.Errorf("content %q, want %q", b, tc.want)
+			}
+			if es, _ := os.ReadDir(tmp); len(es) != 0 {
+				t.Errorf("temporary file left: %v", es)
+			}
+			if tc.want != "" {
+				if fi, _ := os.Stat(filepath.Join(dir, "f")); fi.Mode().Perm() != 0o640 {
+					t.Errorf("mode %v", fi.Mode())
+				}
+			}
+		})
+	}
+}
+
+// A failed write never touches an existing file of the same name.
+func TestWriteFileKeepsOldOnError(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteFile(dir, ".t", dir, "f", 0o600, write("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(dir, ".t", dir, "f", 0o600, func(io.Writer) error { return errors.New("x") }); err == nil {
+		t.Fatal("no error")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "f")); string(b) != "old" {
+		t.Errorf("content %q", b)
+	}
+}
+
+func TestSyncDirConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := "f" + string(rune('A'+i%26)) + string(rune('a'+i/26))
+			errs <- WriteFile(dir, "."+name, dir, name, 0o600, write(name))
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if es, _ := os.ReadDir(dir); len(es) != 64 {
+		t.Errorf("%d files", len(es))
+	}
+	if err := SyncDir(filepath.Join(dir, "missing")); err == nil {
+		t.Error("SyncDir of a missing folder succeeded")
+	}
+	// A failure does not poison the syncer of that folder.
+	if err := os.Mkdir(filepath.Join(dir, "missing"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncDir(filepath.Join(dir, "missing")); err != nil {
+		t.Errorf("SyncDir after the folder appeared: %v", err)
+	}
+}
+
+func TestMkdirAll(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "a", "b", "c")
+	if err := MkdirAll(deep, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(dir, "a"), filepath.Join(dir, "a", "b"), deep} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v %v", d, fi, err)
+		}
+	}
+	if err := MkdirAll(deep, 0o700); err != nil {
+		t.Errorf("again: %v", err)
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o600)
+	if err := MkdirAll(file, 0o700); err == nil {
+		t.Error("a file accepted as a folder")
+	}
+	if err := MkdirAll(filepath.Join(file, "sub"), 0o700); err == nil {
+		t.Error("a folder under a file")
+	}
+	// Concurrent creators of one tree all succeed.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := MkdirAll(filepath.Join(dir, "x", "y", "z"), 0o700); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
