@@ -36,6 +36,10 @@ const (
 	RulePrecedence = "precedence"
 	// RuleRateLimit: the sender already got rate_limit DSNs within rate_window.
 	RuleRateLimit = "rate_limit"
+	// RuleGuessedRecipients: the message carried no envelope, its recipients were read
+	// from To/Cc. Those name everyone the sender addressed, not who this copy was
+	// delivered to, so an unknown one is recorded in ImportFailed/ but never bounced.
+	RuleGuessedRecipients = "guessed_recipients"
 )
 
 // Suppress returns the name of the first rule that forbids a DSN for a message with
@@ -48,6 +52,9 @@ const (
 // backscatter, is no more likely on list mail than on other mail. Lists that also
 // send Precedence: list are suppressed by RulePrecedence.
 func Suppress(env importer.Envelope, h *importer.Header) string {
+	if env.Guessed {
+		return RuleGuessedRecipients
+	}
 	if !env.SenderKnown {
 		return RuleUnknownSender
 	}

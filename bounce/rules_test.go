@@ -18,6 +18,7 @@ func TestSuppress(t *testing.T) {
 	}{
 		{"ordinary mail", known("alice@sender.example"), plain, ""},
 		{"unknown sender", importer.Envelope{}, plain, RuleUnknownSender},
+		{"recipients guessed from To/Cc", importer.Envelope{Sender: "alice@sender.example", SenderKnown: true, Guessed: true}, plain, RuleGuessedRecipients},
 		{"null sender", known(""), plain, RuleNullSender},
 		{"null sender in brackets", known("<>"), plain, RuleNullSender},
 		{"sender without domain", known("alice"), plain, RuleInvalidSender},

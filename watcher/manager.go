@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -215,6 +216,10 @@ func (m *Manager) superviseWatch(ctx context.Context, c *Connector) {
 		err := m.watchOnce(ctx, c)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errBecameMaildir) {
+			c.Log.Info().Str("drop_folder", c.DropFolder).Msg("drop folder is a Maildir now: watching its new/")
+			continue
 		}
 		if time.Since(started) > time.Minute {
 			backoff = time.Second

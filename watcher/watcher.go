@@ -26,6 +26,10 @@ import (
 // RescanEvery is the safety-net rescan interval of every drop folder.
 const RescanEvery = 2 * time.Minute
 
+// errBecameMaildir ends a watch whose drop folder got a new/ folder (an MTA's first
+// Maildir delivery): the watch starts over on new/.
+var errBecameMaildir = errors.New("drop folder became a Maildir")
+
 // job is one unit of work for the pool.
 type job struct {
 	conn      *Connector
@@ -206,6 +210,9 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 				return fmt.Errorf("drop folder %s went away", dir)
 			}
 			name := filepath.Base(ev.Name)
+			if !maildir && name == "new" && ev.Has(fsnotify.Create) && c.watchDir() != dir {
+				return errBecameMaildir
+			}
 			if skipName(name) || filepath.Dir(ev.Name) != dir {
 				continue
 			}
