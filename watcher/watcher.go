@@ -26,6 +26,9 @@ import (
 // RescanEvery is the safety-net rescan interval of every drop folder.
 const RescanEvery = 2 * time.Minute
 
+// readyMax bounds the names of complete files waiting for a worker, per drop folder.
+const readyMax = 8192
+
 // errBecameMaildir ends a watch whose drop folder got a new/ folder (an MTA's first
 // Maildir delivery): the watch starts over on new/.
 var errBecameMaildir = errors.New("drop folder became a Maildir")
@@ -163,11 +166,33 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	alive := time.NewTicker(time.Second)
 	defer alive.Stop()
 
+	// Complete files wait in ready for a worker. The event loop never blocks on the
+	// pool; past readyMax waiting names it drops them and the scanner finds them later,
+	// so memory stays bounded however large the backlog.
+	ready := make(chan string, readyMax)
+	feedDone := make(chan struct{})
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	defer func() { stopFeed(); <-feedDone }()
+	go func() {
+		defer close(feedDone)
+		for {
+			select {
+			case <-feedCtx.Done():
+				return
+			case path := <-ready:
+				select {
+				case m.jobs <- &job{conn: c, cl: cl, path: path}:
+				case <-feedCtx.Done():
+					return
+				}
+			}
+		}
+	}()
 	offer := func(path string) {
 		select {
-		case m.jobs <- &job{conn: c, cl: cl, path: path}:
+		case ready <- path:
 		default:
-			requestScan() // queue full: the scanner finds it once there is room
+			requestScan()
 		}
 	}
 	note := func(name string, wrote bool) {
@@ -189,10 +214,12 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			return
 		}
 		// Renamed in complete: nobody has it open for writing.
-		if free, ok := noWriter(path); ok && free && fi.Size() > 0 {
+		free, ok := noWriter(path)
+		if ok && free && fi.Size() > 0 {
 			offer(path)
 			return
 		}
+		c.Log.Debug().Str("file", name).Bool("writer_open", ok && !free).Bool("lease_supported", ok).Int64("size", fi.Size()).Msg("file written in place: waiting for it to settle")
 		pending[name] = &pendingFile{size: fi.Size(), mtime: fi.ModTime(), changed: time.Now()}
 	}
 
@@ -220,6 +247,9 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			case ev.Has(fsnotify.Create):
 				note(name, false)
 			case ev.Has(fsnotify.Write):
+				if _, ok := pending[name]; !ok {
+					c.Log.Debug().Str("file", name).Msg("file written in place: waiting for it to settle")
+				}
 				note(name, true)
 			case ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename):
 				delete(pending, name)

@@ -132,6 +132,9 @@ func (b *bench) latency(rate, backlog int) error {
 	lat := make([]time.Duration, b.n)
 	for i := range lat {
 		lat[i] = arrived[i].Sub(sent[i])
+		if os.Getenv("MXDROP_BENCH_DEBUG") != "" && lat[i] > 50*time.Millisecond {
+			fmt.Printf("slow %d: %v\n", i, lat[i])
+		}
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	fmt.Printf("latency at %d msg/s:     median %v, p99 %v, max %v\n", rate, lat[len(lat)/2].Round(10*time.Microsecond),
