@@ -68,6 +68,12 @@ type Options struct {
 	EnvelopeHeaders []string
 	// MaxMessageSize quarantines larger messages; 0 = no limit.
 	MaxMessageSize int64
+	// Spam, when not nil, judges messages for accounts with spam_check, or for every
+	// account when SpamCheckAll (a connector's or poller's spam_check). Spam goes to
+	// the account's SpamFolder (Maildir++, default "Junk").
+	Spam         Classifier
+	SpamCheckAll bool
+	SpamFolder   string
 }
 
 // New returns an Importer, or an error when the options name accounts that do not exist.
@@ -122,6 +128,16 @@ type Result struct {
 	// Header is the parsed header block (nil for a rejected message); the bounce
 	// package uses it for loop rules and the DSN's text/rfc822-headers part.
 	Header *Header
+	// Spam is the spam check's outcome; nil when no delivery was checked.
+	Spam *SpamResult
+}
+
+// SpamResult is what the spam check said of a message.
+type SpamResult struct {
+	Spam    bool
+	Checked bool // false: the check failed and the message went to the inbox
+	Score   float64
+	Reason  string // why it was not checked
 }
 
 // Delivery is one durable copy in one account's Maildir.
@@ -129,6 +145,8 @@ type Delivery struct {
 	Account    string   `json:"account"`
 	Recipients []string `json:"recipients"`
 	Path       string   `json:"path"`
+	// Folder is the Maildir++ folder the copy went to ("" = the inbox).
+	Folder string `json:"folder,omitempty"`
 	// Existing is true when a recovered message's copy was found already delivered.
 	Existing bool `json:"existing,omitempty"`
 }
@@ -208,11 +226,20 @@ func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
 		}
 		return res, nil
 	}
+	var verdict *spamVerdict
 	for _, acct := range order {
 		if err := ctx.Err(); err != nil {
 			return res, &Error{Status: StatusLocalError, Op: "import", Err: err}
 		}
-		d, err := im.deliver(msg, h, res.Envelope, acct, targets[acct])
+		var sv *spamVerdict
+		if im.opts.Spam != nil && (im.opts.SpamCheckAll || im.accounts[acct].SpamCheck) {
+			if verdict == nil {
+				verdict = im.classify(ctx, msg, h, res.Envelope)
+				res.Spam = &SpamResult{Spam: verdict.v.Spam, Checked: verdict.checked, Score: verdict.v.Score, Reason: verdict.reason}
+			}
+			sv = verdict
+		}
+		d, err := im.deliver(msg, h, res.Envelope, acct, targets[acct], sv)
 		if err != nil {
 			return res, err
 		}
@@ -247,18 +274,62 @@ func DeliveryName(msg Message, account string) string {
 	return fmt.Sprintf("%d.X%s.mxdrop", sec, hex.EncodeToString(sum[:12]))
 }
 
-func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string, rcpts []string) (Delivery, error) {
+// spamVerdict is a classification as the deliveries of one message use it.
+type spamVerdict struct {
+	v       Verdict
+	checked bool
+	reason  string // why it was not checked
+}
+
+func (im *Importer) classify(ctx context.Context, msg Message, h *Header, env Envelope) *spamVerdict {
+	v, err := im.opts.Spam.Classify(ctx, h, env, msg.Open)
+	if err != nil {
+		return &spamVerdict{reason: "spam check failed: " + err.Error()}
+	}
+	return &spamVerdict{v: v, checked: true}
+}
+
+func (im *Importer) spamFolder() string {
+	if im.opts.SpamFolder != "" {
+		return im.opts.SpamFolder
+	}
+	return "Junk"
+}
+
+func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string, rcpts []string, sv *spamVerdict) (Delivery, error) {
 	acct := im.accounts[account]
-	md := Maildir(acct.Maildir)
+	inbox := Maildir(acct.Maildir)
 	d := Delivery{Account: account, Recipients: rcpts}
 	name := DeliveryName(msg, account)
-	if err := md.Init(); err != nil {
+	if err := inbox.Init(); err != nil {
 		return d, classify("prepare maildir "+acct.Maildir, err)
 	}
+	md := inbox
+	var extra []string
+	if sv != nil {
+		extra = spamFields(sv.v, sv.checked, sv.reason)
+		if sv.checked && sv.v.Spam {
+			junk, err := inbox.Folder(im.spamFolder())
+			if err != nil {
+				return d, classify("prepare spam folder of "+acct.Maildir, err)
+			}
+			md, d.Folder = junk, im.spamFolder()
+		}
+	}
 	if msg.Recovered {
-		if p, ok := md.Find(name); ok {
+		// The verdict may differ from the interrupted attempt's (spamd was down): look
+		// in the inbox and in the spam folder.
+		if p, ok := inbox.Find(name); ok {
 			d.Path, d.Existing = p, true
 			return d, nil
+		}
+		if sv != nil {
+			if junk, err := inbox.Folder(im.spamFolder()); err == nil {
+				if p, ok := junk.Find(name); ok {
+					d.Path, d.Existing = p, true
+					return d, nil
+				}
+			}
 		}
 	}
 	delivTo := account
@@ -273,7 +344,7 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 			return fmt.Errorf("reopen message: %w", err)
 		}
 		defer rc.Close()
-		return writeCopy(w, rc, h, env, delivTo, ownAddresses(acct, rcpts))
+		return writeCopy(w, rc, h, env, delivTo, ownAddresses(acct, rcpts), extra)
 	}
 	path, err := md.Deliver(name, write)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -327,7 +398,7 @@ func ownAddresses(acct configs.Account, rcpts []string) map[string]bool {
 // writeCopy writes one account's copy: Return-Path and Delivered-To as a delivery agent
 // prepends them, then the message as it arrived less the envelope fields above the
 // first Received that name addresses not in mine (Bcc privacy), then the body, streamed.
-func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, mine map[string]bool) error {
+func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, mine map[string]bool, extra []string) error {
 	br := bufio.NewReaderSize(rc, 64<<10)
 	if _, err := br.Discard(int(h.Size)); err != nil {
 		return fmt.Errorf("skip header: %w", err)
@@ -366,6 +437,11 @@ func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo strin
 	}
 	if !haveDT {
 		if _, err := io.WriteString(w, "Delivered-To: "+delivTo+nl); err != nil {
+			return err
+		}
+	}
+	for _, line := range extra {
+		if _, err := io.WriteString(w, line+nl); err != nil {
 			return err
 		}
 	}

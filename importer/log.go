@@ -38,6 +38,16 @@ func LogResult(l zerolog.Logger, msg Message, res Result, action string, err err
 	if res.Reason != "" {
 		ev = ev.Str("reason", res.Reason)
 	}
+	if res.Spam != nil {
+		switch {
+		case !res.Spam.Checked:
+			ev = ev.Str("spam", "unchecked")
+		case res.Spam.Spam:
+			ev = ev.Str("spam", "yes")
+		default:
+			ev = ev.Str("spam", "no")
+		}
+	}
 	if res.Envelope.Guessed {
 		ev = ev.Bool("recipients_guessed", true)
 	}
