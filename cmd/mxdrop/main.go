@@ -49,6 +49,9 @@ commands:
                       --once imports what is there now and exits
   check-config        validate the configuration and print what it means
   export-recipients   print the accepted recipients as a Postfix or Exim map
+  replay [--connector NAME] [FILE...]
+                      move quarantined files back into the drop folder after the
+                      configuration is fixed (their reason files are removed)
   version             print the version
 
 With no --config, the embedded default configuration runs: drop folder ./var/drop,
@@ -76,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdCheckConfig(*configPath, rest, stdout, stderr)
 	case "export-recipients":
 		return cmdExportRecipients(*configPath, rest, stdout, stderr)
+	case "replay":
+		return cmdReplay(*configPath, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "mxdrop", versionString())
 		return nil

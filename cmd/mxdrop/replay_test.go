@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// sink is a recording SMTP relay on loopback: it accepts everything and keeps it.
+type sink struct {
+	mu   sync.Mutex
+	msgs []sinkMsg
+	port int
+}
+
+type sinkMsg struct {
+	from string
+	to   []string
+	data []byte
+}
+
+type sinkSession struct {
+	s   *sink
+	cur sinkMsg
+}
+
+func (ss *sinkSession) AuthPlain(string, string) error { return nil }
+func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
+	ss.cur = sinkMsg{from: from}
+	return nil
+}
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.cur.to = append(ss.cur.to, to)
+	return nil
+}
+func (ss *sinkSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	ss.cur.data = b
+	ss.s.mu.Lock()
+	ss.s.msgs = append(ss.s.msgs, ss.cur)
+	ss.s.mu.Unlock()
+	return nil
+}
+func (ss *sinkSession) Reset()        {}
+func (ss *sinkSession) Logout() error { return nil }
+
+func startSink(t *testing.T) *sink {
+	t.Helper()
+	s := &sink{}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }))
+	srv.Domain = "relay.test"
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.port = ln.Addr().(*net.TCPAddr).Port
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+func (s *sink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.msgs)
+}
+
+// TestReplayAfterFix: mail for an account that does not exist yet (and for one that
+// never will) is quarantined and bounced; the account is added; mxdrop replay brings
+// the message back and it is delivered, and the sender is not bounced a second time.
+func TestReplayAfterFix(t *testing.T) {
+	relay := startSink(t)
+	smtpBlock := fmt.Sprintf("smtp:\n  host: 127.0.0.1\n  port: %d\n  tls: none\n  reporting_mta: mx.example.com\n", relay.port)
+	e := newEnv(t, "")
+	cfg, _ := os.ReadFile(e.cfgPath)
+	base := strings.Replace(string(cfg), "    bounce: false\n", "    bounce: true\n", 1) + smtpBlock
+	e.writeConfig(base)
+	dropFile(t, e.drop, "m1", msg("replay@test", "Envelope-to", "dave@example.com", "nobody@example.com"))
+	old := time.Now().Add(-time.Minute)
+	os.Chtimes(filepath.Join(e.drop, "m1"), old, old)
+
+	var out, errb bytes.Buffer
+	if err := execMxdrop(e, &out, &errb, "run", "--once").Run(); err != nil {
+		t.Fatalf("run --once: %v\n%s", err, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(e.drop, "ImportFailed", "m1.json")); err != nil {
+		t.Fatalf("not quarantined: %v\n%s", err, errb.String())
+	}
+	waitUntil(t, "the first DSN", 10*time.Second, func() bool { return relay.count() == 1 })
+
+	// Fix the configuration: dave exists now.
+	e.writeConfig(strings.Replace(base, "connectors:", "  - address: dave@example.com\n    maildir: ./mail/dave\nconnectors:", 1))
+	out.Reset()
+	errb.Reset()
+	if err := execMxdrop(e, &out, &errb, "replay").Run(); err != nil {
+		t.Fatalf("replay: %v\n%s%s", err, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "replayed 1, failed 0") {
+		t.Errorf("replay said %q", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(e.drop, "ImportFailed", "m1.json")); !os.IsNotExist(err) {
+		t.Errorf("reason file not removed: %v", err)
+	}
+	out.Reset()
+	errb.Reset()
+	if err := execMxdrop(e, &out, &errb, "run", "--once").Run(); err != nil {
+		t.Fatalf("run --once after replay: %v\n%s", err, errb.String())
+	}
+	ids, _ := maildirIDs(t, filepath.Join(e.mail, "dave"))
+	if ids["replay@test"] != 1 {
+		t.Errorf("dave got the replayed message %d times\n%s", ids["replay@test"], errb.String())
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := relay.count(); n != 1 {
+		t.Errorf("the sender got %d DSNs, want 1 (nobody@ was already bounced)", n)
+	}
+	relay.mu.Lock()
+	defer relay.mu.Unlock()
+	if len(relay.msgs) > 0 {
+		m := relay.msgs[0]
+		if m.from != "" || len(m.to) != 1 || m.to[0] != "sender@remote.test" || !bytes.Contains(m.data, []byte("nobody@example.com")) {
+			t.Errorf("DSN from <%s> to %v:\n%s", m.from, m.to, m.data)
+		}
+	}
+}
