@@ -382,6 +382,8 @@ func Open(cfg *configs.Config, o OpenOptions) (*Bouncer, error) {
 			Dir:           filepath.Join(cfg.StateDir, "outbox"),
 			Senders:       senders,
 			RetryFor:      cfg.Bounce.RetryFor.D(),
+			MinBackoff:    cfg.Bounce.MinBackoff.D(),
+			MaxBackoff:    cfg.Bounce.MaxBackoff.D(),
 			SentRetention: retention,
 			Now:           o.Now,
 			Log:           o.Log,

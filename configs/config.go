@@ -104,6 +104,11 @@ type Bounce struct {
 	// RateLimit is the most DSNs sent to one sender per RateWindow (default 10 per 1h).
 	RateLimit  int      `yaml:"rate_limit"`
 	RateWindow Duration `yaml:"rate_window"`
+	// MinBackoff is how long the outbox waits after a DSN's first failed attempt; each
+	// further failure doubles the wait, up to MaxBackoff. 0 means the outbox's defaults
+	// (1m and 1h); a MaxBackoff below MinBackoff is an error.
+	MinBackoff Duration `yaml:"min_backoff"`
+	MaxBackoff Duration `yaml:"max_backoff"`
 }
 
 // Account is a local Maildir account.

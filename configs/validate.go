@@ -56,6 +56,11 @@ func (l *loader) validate(cfg *Config) {
 	v.enum("bounce.language", cfg.Bounce.Language, "en", "de")
 	v.notNegative("bounce.retry_for", cfg.Bounce.RetryFor)
 	v.notNegative("bounce.rate_window", cfg.Bounce.RateWindow)
+	v.notNegative("bounce.min_backoff", cfg.Bounce.MinBackoff)
+	v.notNegative("bounce.max_backoff", cfg.Bounce.MaxBackoff)
+	if lo, hi := cfg.Bounce.MinBackoff, cfg.Bounce.MaxBackoff; lo > 0 && hi > 0 && hi < lo {
+		v.add("bounce.max_backoff", "write a max_backoff of at least min_backoff", "%s is shorter than min_backoff %s", hi, lo)
+	}
 	if cfg.Bounce.RateLimit < 0 {
 		v.add("bounce.rate_limit", "write the most DSNs one sender may get per rate_window, such as 10", "%d is negative", cfg.Bounce.RateLimit)
 	}

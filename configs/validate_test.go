@@ -120,6 +120,8 @@ func TestValidationRules(t *testing.T) {
 		{"bounce language", base + "bounce:\n  language: fr\n", `mx.yaml:11: bounce.language: unknown value "fr" (use one of en, de)`},
 		{"bounce rate limit", base + "bounce:\n  rate_limit: -1\n", `mx.yaml:11: bounce.rate_limit: -1 is negative`},
 		{"negative duration", base + "bounce:\n  retry_for: -1h\n", `mx.yaml:11: bounce.retry_for: -1h is negative`},
+		{"negative backoff", base + "bounce:\n  min_backoff: -1s\n", `mx.yaml:11: bounce.min_backoff: -1s is negative`},
+		{"backoff bounds", base + "bounce:\n  min_backoff: 5m\n  max_backoff: 1m\n", `mx.yaml:12: bounce.max_backoff: 1m is shorter than min_backoff 5m (write a max_backoff of at least min_backoff)`},
 
 		// The relay.
 		{"smtp tls", base + "smtp:\n  host: relay\n  tls: ssl\n", `mx.yaml:12: smtp.tls: unknown value "ssl" (use one of none, starttls, implicit)`},

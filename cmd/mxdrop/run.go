@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/pollers"
 	"github.com/mxdrop/mxdrop/watcher"
 )
 
@@ -48,6 +50,7 @@ func newLogger(cfg *configs.Config, stderr io.Writer) zerolog.Logger {
 type app struct {
 	cfg        *configs.Config
 	connectors []*watcher.Connector
+	pollers    []*pollers.Poller
 }
 
 // build turns a configuration into running parts. It fails without side effects
@@ -82,6 +85,15 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer) (*a
 			a.connectors[len(a.connectors)-1].Bouncer = bouncer
 		}
 	}
+	deps := pollers.Deps{Logger: log}
+	if bouncer != nil {
+		deps.Bouncer = bouncer
+	}
+	ps, err := pollers.NewAll(cfg, deps)
+	if err != nil {
+		return nil, err
+	}
+	a.pollers = ps
 	return a, nil
 }
 
@@ -121,16 +133,36 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 // fails when a transient error left files behind.
 func runOnce(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, stdout io.Writer) error {
 	start := time.Now()
+	var pstats []pollers.CycleStats
+	var perr error
+	var wg sync.WaitGroup
+	if len(a.pollers) > 0 {
+		wg.Go(func() { pstats, perr = pollers.Once(context.Background(), a.pollers) })
+	}
 	err := m.Once(context.Background(), a.connectors)
+	wg.Wait()
 	if ob := bouncer.Outbox(); ob != nil {
 		// One delivery attempt for the DSNs that are due; the rest wait in the outbox
 		// for the next run or the daemon.
 		ob.ProcessDue(context.Background())
 	}
 	c := m.Counts()
-	fmt.Fprintf(stdout, "imported %d, failed %d, skipped %d, retry %d in %s\n",
-		c.Imported.Load(), c.Quarantined.Load(), c.Skipped.Load(), c.Retry.Load(),
-		time.Since(start).Round(time.Millisecond))
+	line := fmt.Sprintf("imported %d, failed %d, skipped %d, retry %d",
+		c.Imported.Load(), c.Quarantined.Load(), c.Skipped.Load(), c.Retry.Load())
+	if len(a.pollers) > 0 {
+		var fetched, delivered, quarantined, errs int
+		for _, st := range pstats {
+			fetched += st.Fetched
+			delivered += st.Delivered
+			quarantined += st.Quarantined
+			errs += st.Errors
+		}
+		line += fmt.Sprintf("; pollers: fetched %d, delivered %d, failed %d, errors %d", fetched, delivered, quarantined, errs)
+	}
+	fmt.Fprintf(stdout, "%s in %s\n", line, time.Since(start).Round(time.Millisecond))
+	if err == nil {
+		err = perr
+	}
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
@@ -156,6 +188,7 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath s
 		os.Exit(130)
 	}()
 
+	pg := &pollerGroup{}
 	reload := make(chan string, 1)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -171,6 +204,7 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath s
 	if configPath != "" {
 		go watchConfigFile(ctx, configPath, reload, log)
 	}
+	running := a.cfg
 	go func() {
 		for {
 			select {
@@ -182,7 +216,7 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath s
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
 				}
-				if !reflect.DeepEqual(cfg.SMTP, a.cfg.SMTP) || !reflect.DeepEqual(cfg.Bounce, a.cfg.Bounce) {
+				if !reflect.DeepEqual(cfg.SMTP, running.SMTP) || !reflect.DeepEqual(cfg.Bounce, running.Bounce) {
 					log.Warn().Msg("smtp and bounce settings take effect at the next restart")
 				}
 				na, err := build(cfg, log, bouncer)
@@ -191,20 +225,55 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath s
 					continue
 				}
 				m.Update(na.connectors)
-				log.Info().Str("trigger", why).Int("connectors", len(na.connectors)).Msg("configuration reloaded")
+				pg.replace(ctx, na.pollers)
+				running = cfg
+				log.Info().Str("trigger", why).Int("connectors", len(na.connectors)).Int("pollers", len(na.pollers)).Msg("configuration reloaded")
 			}
 		}
 	}()
 
 	outboxDone := make(chan error, 1)
 	go func() { outboxDone <- bouncer.Run(ctx) }()
+	pg.replace(ctx, a.pollers)
 	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Msg("mxdrop started")
 	err := m.Run(ctx, a.connectors)
+	pg.stop()
 	if oerr := <-outboxDone; oerr != nil && err == nil {
 		err = oerr
 	}
 	log.Info().Msg("mxdrop stopped")
 	return err
+}
+
+// pollerGroup runs one configuration generation's pollers. A poller's state file allows
+// one cycle at a time, so a reload stops the old pollers before the new ones start.
+type pollerGroup struct {
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (g *pollerGroup) replace(ctx context.Context, ps []*pollers.Poller) {
+	g.stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	g.cancel, g.done = cancel, done
+	go func() {
+		defer close(done)
+		pollers.RunAll(pctx, ps)
+	}()
+}
+
+func (g *pollerGroup) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cancel != nil {
+		g.cancel()
+		<-g.done
+		g.cancel, g.done = nil, nil
+	}
 }
 
 // watchConfigFile asks for a reload when the configuration file changes. It watches the

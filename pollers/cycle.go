@@ -1,0 +1,425 @@
+package pollers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Batch limits: one batch is fetched, marked in flight in one transaction, imported,
+// marked done in one transaction and acknowledged at the server. Larger batches save
+// fsyncs and round trips; smaller ones bound the spool's disk use and the work redone
+// after a crash.
+const (
+	batchMaxMessages = 50
+	batchMaxBytes    = 32 << 20
+)
+
+// Cycle connects, logs in, and goes once through every configured folder: it forgets
+// messages gone from the server, deletes kept messages whose time has come, and
+// fetches, imports and acknowledges new messages in batches, oldest first, at most
+// max_per_cycle of them. It logs one event per message and one for the cycle, and
+// returns the cycle's counts. The error is the login, connection or state failure
+// that ended the cycle early, or says how many messages met a transient error; every
+// message not handled stays on the server and is retried by the next cycle. Cycle
+// works on an inactive poller too.
+func (p *Poller) Cycle(ctx context.Context) (CycleStats, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	start := time.Now()
+	sess, err := p.connect(ctx)
+	if err != nil {
+		st := CycleStats{Poller: p.name, Errors: 1, Duration: time.Since(start)}
+		p.logCycle(st, err)
+		return st, err
+	}
+	defer sess.close()
+	return p.cycleOn(ctx, sess, start)
+}
+
+// cycleLocked is Cycle over an open session (an IDLE session's repeated cycles).
+func (p *Poller) cycleLocked(ctx context.Context, sess session, start time.Time) (CycleStats, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cycleOn(ctx, sess, start)
+}
+
+// cycleOn runs a cycle on sess with p.mu held, and logs it.
+func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st CycleStats, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in cycle: %v", r)
+			st.Errors++
+		}
+		st.Poller = p.name
+		st.Duration = time.Since(start)
+		p.logCycle(st, err)
+	}()
+	state, err := p.openState()
+	if err != nil {
+		st.Errors++
+		return st, err
+	}
+	defer state.Close()
+	sp, err := newSpool(filepath.Join(p.dir, "spool"))
+	if err == nil {
+		err = sp.clean()
+	}
+	if err != nil {
+		st.Errors++
+		return st, fmt.Errorf("spool: %w", err)
+	}
+	budget := -1
+	if p.cfg.MaxPerCycle > 0 {
+		budget = p.cfg.MaxPerCycle
+	}
+	var errs []error
+	for _, name := range sess.folders() {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		f, err := sess.open(ctx, name)
+		if err != nil {
+			st.Errors++
+			errs = append(errs, err)
+			continue
+		}
+		fst, err := p.folderCycle(ctx, state, sp, f, &budget)
+		f.done()
+		st.add(fst)
+		if err != nil {
+			st.Errors++
+			if name != "" {
+				err = fmt.Errorf("folder %s: %w", name, err)
+			}
+			errs = append(errs, err)
+		}
+	}
+	if _, err := state.PruneDups(p.now().Add(-p.cfg.DuplicateWindow.D())); err != nil {
+		errs = append(errs, fmt.Errorf("prune duplicate window: %w", err))
+	}
+	if len(errs) == 0 && st.Errors > 0 {
+		errs = append(errs, fmt.Errorf("%d messages met a transient error; they stay on the server and are retried", st.Errors))
+	}
+	return st, errors.Join(errs...)
+}
+
+// openState opens the state file and reports a lost or corrupt one.
+func (p *Poller) openState() (*State, error) {
+	s, problem, err := OpenState(p.dir, p.name, p.now(), !p.checked)
+	if err != nil {
+		return nil, err
+	}
+	p.checked = true
+	if problem != nil {
+		p.log.Error().Err(problem).Str("reason", "state_"+problem.Kind).Str("state", problem.Path).
+			Msg("poller state lost: messages on the server are fetched again and delivered only where the Maildir does not hold them already")
+	}
+	return s, nil
+}
+
+// item is a message chosen for fetching.
+type item struct {
+	m         remoteMsg
+	entry     Entry // the state's entry, if known
+	known     bool
+	recovered bool // its import may have happened before: look in the Maildir first
+}
+
+// folderCycle is one cycle's work on one folder.
+func (p *Poller) folderCycle(ctx context.Context, state *State, sp *spool, f folder, budget *int) (st CycleStats, err error) {
+	scope := f.scope()
+	ss, err := state.Scope(scope)
+	if err != nil {
+		return st, fmt.Errorf("read state: %w", err)
+	}
+	msgs, err := f.list(ctx)
+	if err != nil {
+		return st, fmt.Errorf("list: %w", err)
+	}
+	no := false
+	switch {
+	case !ss.Exists:
+		if err := state.Apply(scope, Change{Validity: f.validity(), Complete: &no}); err != nil {
+			return st, fmt.Errorf("write state: %w", err)
+		}
+	case ss.Validity != f.validity():
+		if ss, err = p.renumber(ctx, state, f, ss, msgs); err != nil {
+			return st, err
+		}
+	}
+
+	// Forget the messages that are gone from the server.
+	present := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		present[m.Key] = true
+	}
+	var gone []string
+	for k := range ss.Entries {
+		if !present[k] {
+			gone = append(gone, k)
+		}
+	}
+	if len(gone) > 0 {
+		if err := state.Apply(scope, Change{Delete: gone}); err != nil {
+			return st, fmt.Errorf("write state: %w", err)
+		}
+		for _, k := range gone {
+			delete(ss.Entries, k)
+		}
+	}
+
+	now := p.now()
+	var fresh, expired []remoteMsg
+	for _, m := range msgs {
+		e, ok := ss.Entries[m.Key]
+		switch {
+		case !ok || e.Status == StatusInFlight:
+			fresh = append(fresh, m)
+		case e.Status == StatusTooLarge:
+			if p.tooLarge(e.Size) {
+				st.TooLarge++
+			} else {
+				fresh = append(fresh, m) // max_message_size was raised
+			}
+		case e.Status == StatusDone && p.deleteDue(e, now):
+			expired = append(expired, m)
+		}
+	}
+	if len(expired) > 0 {
+		n, err := f.remove(ctx, expired)
+		st.Deleted += n
+		if err != nil {
+			return st, fmt.Errorf("delete: %w", err)
+		}
+	}
+
+	var fetch []item
+	if len(fresh) > 0 {
+		described, err := f.describe(ctx, fresh)
+		if err != nil {
+			return st, fmt.Errorf("list sizes: %w", err)
+		}
+		large := map[string]Entry{}
+		for _, m := range described {
+			e, known := ss.Entries[m.Key]
+			if p.tooLarge(m.Size) {
+				st.TooLarge++
+				if !known || e.Status != StatusTooLarge {
+					first := now.Unix()
+					if known {
+						first = e.First
+					}
+					large[m.Key] = Entry{Status: StatusTooLarge, First: first, Size: m.Size}
+					p.log.Warn().Str("uid", m.Key).Str("file", f.label(m)).Int64("size", m.Size).
+						Int64("max_message_size", p.cfg.MaxMessageSize).Str("reason", "too_large").
+						Msg("message larger than max_message_size left on the server")
+				}
+				continue
+			}
+			fetch = append(fetch, item{
+				m: m, entry: e, known: known,
+				recovered: known && e.Status == StatusInFlight || !known && !ss.Complete,
+			})
+		}
+		if len(large) > 0 {
+			if err := state.Apply(scope, Change{Put: large}); err != nil {
+				return st, fmt.Errorf("write state: %w", err)
+			}
+		}
+	}
+	if *budget >= 0 {
+		if len(fetch) > *budget {
+			st.Pending = len(fetch) - *budget
+			fetch = fetch[:*budget]
+		}
+		*budget -= len(fetch)
+	}
+	for len(fetch) > 0 {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		n := batchLen(fetch)
+		bst, err := p.batch(ctx, state, sp, f, fetch[:n])
+		st.add(bst)
+		if err != nil {
+			return st, err
+		}
+		fetch = fetch[n:]
+	}
+	if !ss.Complete && st.Pending == 0 && st.Errors == 0 {
+		yes := true
+		if err := state.Apply(scope, Change{Complete: &yes}); err != nil {
+			return st, fmt.Errorf("write state: %w", err)
+		}
+	}
+	return st, nil
+}
+
+func (p *Poller) tooLarge(size int64) bool {
+	return p.cfg.MaxMessageSize > 0 && size > p.cfg.MaxMessageSize
+}
+
+// deleteDue reports whether a handled message is to be deleted from the server now.
+func (p *Poller) deleteDue(e Entry, now time.Time) bool {
+	switch p.keep {
+	case KeepForever:
+		return false
+	case KeepDays:
+		return now.Unix()-e.First >= int64(p.cfg.KeepDays)*86400
+	}
+	return true
+}
+
+// batchLen is how many of items go into the next batch: at most batchMaxMessages and
+// batchMaxBytes, at least one.
+func batchLen(items []item) int {
+	var bytes int64
+	for i, it := range items {
+		if i == batchMaxMessages || i > 0 && bytes+it.m.Size > batchMaxBytes {
+			return i
+		}
+		bytes += max(it.m.Size, 0)
+	}
+	return len(items)
+}
+
+// batch fetches, imports and acknowledges items. The order is what makes a crash at any
+// point harmless:
+//
+//  1. fetch into the spool (a crash: nothing happened yet);
+//  2. mark the fetched messages in flight, one transaction (a crash from here to 4:
+//     they are imported again as Recovered, and the importer skips every delivery
+//     already in the Maildir);
+//  3. import each; DSNs and quarantine copies are durable when this returns;
+//  4. mark them done with their Message-ID keys, one transaction (a crash from here:
+//     they are never fetched again, and deleted by the next cycle as keep says);
+//  5. delete the server copies that keep does not keep.
+//
+// A connection lost in step 1 still imports the messages that arrived complete.
+func (p *Poller) batch(ctx context.Context, state *State, sp *spool, f folder, items []item) (st CycleStats, err error) {
+	msgs := make([]remoteMsg, len(items))
+	byKey := make(map[string]*item, len(items))
+	for i := range items {
+		msgs[i] = items[i].m
+		byKey[items[i].m.Key] = &items[i]
+	}
+	got, ferr := f.fetch(ctx, msgs, sp)
+	defer func() {
+		for _, g := range got {
+			os.Remove(g.path)
+		}
+	}()
+	st.Fetched = len(got)
+	if ferr != nil {
+		ferr = fmt.Errorf("fetch: %w", ferr)
+	}
+	if len(got) == 0 {
+		return st, ferr
+	}
+
+	now := p.now().Unix()
+	inflight := make(map[string]Entry, len(got))
+	for _, g := range got {
+		it := byKey[g.m.Key]
+		e := it.entry
+		if !it.known {
+			e = Entry{First: now}
+		}
+		e.Status, e.Size = StatusInFlight, g.m.Size
+		inflight[g.m.Key], it.entry = e, e
+	}
+	if err := state.Apply(f.scope(), Change{Put: inflight}); err != nil {
+		return st, fmt.Errorf("mark in flight: %w", err)
+	}
+
+	// The imports are local work: they finish even when ctx is cancelled, so that a
+	// shutdown does not leave a batch half done.
+	ictx := context.WithoutCancel(ctx)
+	done := make(map[string]Entry, len(got))
+	dups := map[string]int64{}
+	pending := map[string]bool{} // dup keys of this batch, not yet in the state
+	var del []remoteMsg
+	for _, g := range got {
+		it := byKey[g.m.Key]
+		d := p.deliver(ictx, state, f, g, it.recovered, pending)
+		switch d.kind {
+		case kindRetry:
+			st.Errors++
+			continue
+		case kindDelivered:
+			st.Delivered++
+		case kindQuarantined:
+			st.Quarantined++
+		case kindDuplicate:
+			st.Duplicates++
+		}
+		e := it.entry
+		e.Status, e.Done, e.MessageID = StatusDone, now, d.messageID
+		done[g.m.Key] = e
+		for _, k := range d.dups {
+			dups[k] = now
+			pending[k] = true
+		}
+		if p.deleteDue(e, p.now()) {
+			del = append(del, g.m)
+		} else {
+			st.Kept++
+		}
+	}
+	if len(done) > 0 {
+		if err := state.Apply(f.scope(), Change{Put: done, Dups: dups}); err != nil {
+			return st, fmt.Errorf("mark done: %w", err)
+		}
+	}
+	if ferr != nil {
+		// The connection is most likely gone: the next cycle deletes what is due.
+		return st, ferr
+	}
+	if len(del) > 0 {
+		n, err := f.remove(ctx, del)
+		st.Deleted += n
+		if err != nil {
+			return st, fmt.Errorf("delete: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// renumber carries a folder's state across a change of UIDVALIDITY (the server
+// renumbered the folder, RFC 3501 section 2.3.1.1): handled messages are recognised by
+// their Message-ID and keep their entries under the new UIDs; the rest are new. Without
+// this, a renumbered folder kept on the server would be fetched again whole.
+func (p *Poller) renumber(ctx context.Context, state *State, f folder, old ScopeState, msgs []remoteMsg) (ScopeState, error) {
+	byMID := map[string][]Entry{}
+	for _, e := range old.Entries {
+		if e.Status == StatusDone && e.MessageID != "" {
+			byMID[e.MessageID] = append(byMID[e.MessageID], e)
+		}
+	}
+	adopted := map[string]Entry{}
+	if r, ok := f.(renumberer); ok && len(byMID) > 0 && len(msgs) > 0 {
+		ids, err := r.messageIDs(ctx, msgs)
+		if err != nil {
+			return old, fmt.Errorf("read message-ids after UIDVALIDITY change: %w", err)
+		}
+		for _, m := range msgs {
+			if l := byMID[ids[m.Key]]; len(l) > 0 {
+				adopted[m.Key] = l[0]
+				byMID[ids[m.Key]] = l[1:]
+			}
+		}
+	}
+	no := false
+	if err := state.Apply(f.scope(), Change{Reset: true, Validity: f.validity(), Put: adopted, Complete: &no}); err != nil {
+		return old, fmt.Errorf("write state: %w", err)
+	}
+	p.log.Warn().Str("scope", f.scope()).Uint32("old_uidvalidity", old.Validity).Uint32("uidvalidity", f.validity()).
+		Int("known", len(old.Entries)).Int("recognised", len(adopted)).
+		Msg("the server renumbered the folder (UIDVALIDITY changed); known messages recognised by Message-ID")
+	return ScopeState{Exists: true, Validity: f.validity(), Entries: adopted}, nil
+}

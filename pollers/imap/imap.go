@@ -1,0 +1,467 @@
+// Package imap is the IMAP side of mxdrop's pollers: a small client over go-imap v2
+// with exactly the operations a poller needs — connect with the configured TLS, log in,
+// select a folder, list its UIDs, stream message bodies (BODY.PEEK[], so nothing is
+// marked \Seen), delete by UID, and wait in IDLE. It knows nothing of poller state or
+// the importer; package pollers drives it.
+//
+// Every wait on the server is bounded by Options.Timeout ("no byte for this long"),
+// except the wait in IDLE. A Client is not safe for concurrent use.
+package imap
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/mail"
+	"slices"
+	"strings"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+)
+
+// TLS modes of Options.TLS.
+const (
+	TLSNone     = "none"     // plaintext, as configured: never chosen silently
+	TLSStartTLS = "starttls" // plain port, STARTTLS required before anything else
+	TLSImplicit = "implicit" // TLS from the first byte
+)
+
+// Options configure Dial.
+type Options struct {
+	Addr string // host:port
+	// TLS is TLSNone, TLSStartTLS or TLSImplicit. With TLSStartTLS a server that refuses
+	// STARTTLS is an error: there is no fall-back to plaintext.
+	TLS string
+	// TLSConfig verifies the server; its ServerName must be set. Required unless TLS is
+	// TLSNone.
+	TLSConfig *tls.Config
+	// Timeout bounds every wait for the server (connect, handshake, each read and
+	// write) except the wait in IDLE. Default 60s.
+	Timeout time.Duration
+}
+
+// AuthError is a login the server refused (a NO or BAD answer to LOGIN or
+// AUTHENTICATE), as opposed to a connection problem.
+type AuthError struct{ Err error }
+
+func (e *AuthError) Error() string { return "login refused: " + e.Err.Error() }
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// ErrNoIdle is returned by Idle when the server does not offer IDLE.
+var ErrNoIdle = errors.New("server does not support IDLE")
+
+// Client is one IMAP connection.
+type Client struct {
+	c    *imapclient.Client
+	conn *timeoutConn
+	stop func() bool // unregisters the context's close hook
+
+	news chan struct{} // an EXISTS arrived outside a SELECT: the mailbox may have grown
+}
+
+// Dial connects to opts.Addr, negotiates TLS as opts.TLS says and waits for the
+// greeting. Cancelling ctx closes the connection for as long as the Client lives, so
+// it aborts whatever the Client is doing. The caller must Close the Client.
+func Dial(ctx context.Context, opts Options) (*Client, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	if opts.TLS != TLSNone && (opts.TLSConfig == nil || opts.TLSConfig.ServerName == "") {
+		return nil, errors.New("imap: TLS requires a configuration with ServerName")
+	}
+	d := net.Dialer{Timeout: opts.Timeout, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	cl := &Client{conn: newTimeoutConn(raw, opts.Timeout), news: make(chan struct{}, 1)}
+	cl.stop = context.AfterFunc(ctx, func() { raw.Close() })
+	copts := &imapclient.Options{
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+				if d.NumMessages != nil {
+					select {
+					case cl.news <- struct{}{}:
+					default:
+					}
+				}
+			},
+		},
+	}
+	fail := func(err error) (*Client, error) {
+		cl.stop()
+		raw.Close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	switch opts.TLS {
+	case TLSImplicit:
+		cfg := opts.TLSConfig.Clone()
+		if cfg.NextProtos == nil {
+			cfg.NextProtos = []string{"imap"}
+		}
+		tc := tls.Client(cl.conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fail(fmt.Errorf("tls handshake: %w", err))
+		}
+		cl.c = imapclient.New(tc, copts)
+	case TLSStartTLS:
+		copts.TLSConfig = opts.TLSConfig
+		c, err := imapclient.NewStartTLS(cl.conn, copts)
+		if err != nil {
+			return fail(fmt.Errorf("starttls: %w", err))
+		}
+		cl.c = c
+	case TLSNone:
+		cl.c = imapclient.New(cl.conn, copts)
+	default:
+		return fail(fmt.Errorf("imap: unknown TLS mode %q", opts.TLS))
+	}
+	if err := cl.c.WaitGreeting(); err != nil {
+		cl.c.Close()
+		return fail(fmt.Errorf("greeting: %w", err))
+	}
+	return cl, nil
+}
+
+// Close closes the connection without logging out.
+func (c *Client) Close() error {
+	c.stop()
+	err := c.c.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Logout says goodbye and closes the connection.
+func (c *Client) Logout() error {
+	err := c.c.Logout().Wait()
+	if cerr := c.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Login authenticates with a password: LOGIN, or AUTHENTICATE PLAIN where the server
+// has disabled LOGIN. A refusal is an *AuthError.
+func (c *Client) Login(user, password string) error {
+	caps := c.c.Caps()
+	if caps.Has(goimap.CapLoginDisabled) {
+		if !slices.Contains(caps.AuthMechanisms(), sasl.Plain) {
+			return &AuthError{Err: errors.New("server disables LOGIN and offers no AUTH=PLAIN")}
+		}
+		return authErr(c.c.Authenticate(sasl.NewPlainClient("", user, password)))
+	}
+	return authErr(c.c.Login(user, password).Wait())
+}
+
+// Authenticate authenticates with a SASL client (XOAUTH2 and others). A refusal is an
+// *AuthError.
+func (c *Client) Authenticate(sc sasl.Client) error {
+	return authErr(c.c.Authenticate(sc))
+}
+
+func authErr(err error) error {
+	var ie *goimap.Error
+	if errors.As(err, &ie) {
+		return &AuthError{Err: err}
+	}
+	return err
+}
+
+// Mailbox is a selected folder.
+type Mailbox struct {
+	Name        string
+	UIDValidity uint32
+	UIDNext     uint32 // 0 if the server did not say
+	NumMessages uint32
+}
+
+// Select selects folder read-write.
+func (c *Client) Select(folder string) (Mailbox, error) {
+	d, err := c.c.Select(folder, nil).Wait()
+	if err != nil {
+		return Mailbox{}, fmt.Errorf("select %s: %w", folder, err)
+	}
+	return Mailbox{Name: folder, UIDValidity: d.UIDValidity, UIDNext: uint32(d.UIDNext), NumMessages: d.NumMessages}, nil
+}
+
+// UIDs returns the UIDs of every message in the selected folder, ascending (oldest
+// first).
+func (c *Client) UIDs() ([]uint32, error) {
+	var opts *goimap.SearchOptions
+	if c.c.Caps().Has(goimap.CapESearch) {
+		opts = &goimap.SearchOptions{ReturnAll: true}
+	}
+	d, err := c.c.UIDSearch(&goimap.SearchCriteria{}, opts).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("uid search: %w", err)
+	}
+	uids := fromUIDs(d.AllUIDs())
+	slices.Sort(uids)
+	return uids, nil
+}
+
+// Info is what a listing knows of a message.
+type Info struct {
+	UID          uint32
+	Size         int64     // RFC822.SIZE
+	InternalDate time.Time // when the server received it
+}
+
+// Infos returns the size and internal date of each UID that still exists, in UID order.
+func (c *Client) Infos(uids []uint32) ([]Info, error) {
+	var out []Info
+	for chunk := range slices.Chunk(uids, 500) {
+		msgs, err := c.c.Fetch(uidSet(chunk), &goimap.FetchOptions{
+			UID: true, RFC822Size: true, InternalDate: true,
+		}).Collect()
+		if err != nil {
+			return nil, fmt.Errorf("uid fetch sizes: %w", err)
+		}
+		for _, m := range msgs {
+			if m.UID == 0 {
+				continue
+			}
+			out = append(out, Info{UID: uint32(m.UID), Size: m.RFC822Size, InternalDate: m.InternalDate})
+		}
+	}
+	slices.SortFunc(out, func(a, b Info) int { return int64cmp(int64(a.UID), int64(b.UID)) })
+	return out, nil
+}
+
+// MessageIDs returns the Message-ID field of each UID that still exists and has one,
+// read with BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)].
+func (c *Client) MessageIDs(uids []uint32) (map[uint32]string, error) {
+	out := map[uint32]string{}
+	section := &goimap.FetchItemBodySection{
+		Specifier: goimap.PartSpecifierHeader, HeaderFields: []string{"Message-ID"}, Peek: true,
+	}
+	for chunk := range slices.Chunk(uids, 500) {
+		msgs, err := c.c.Fetch(uidSet(chunk), &goimap.FetchOptions{
+			UID: true, BodySection: []*goimap.FetchItemBodySection{section},
+		}).Collect()
+		if err != nil {
+			return nil, fmt.Errorf("uid fetch message-id: %w", err)
+		}
+		for _, m := range msgs {
+			raw := m.FindBodySection(section)
+			if m.UID == 0 || raw == nil {
+				continue
+			}
+			if msg, err := mail.ReadMessage(io.MultiReader(bytes.NewReader(raw), strings.NewReader("\r\n"))); err == nil {
+				if id := strings.TrimSpace(msg.Header.Get("Message-Id")); id != "" {
+					out[uint32(m.UID)] = id
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// FetchBodies streams the whole of each message in uids (UID FETCH ... BODY.PEEK[]).
+// For each message the server sends, open is called with its sequence number and
+// returns where its bytes go; once the message is complete, done is called with the
+// sequence number, its UID and the byte count. (The UID is not required to precede the
+// body in a FETCH response, hence the two steps.) A message the server no longer has
+// is skipped. An error of open, done or the connection stops the fetch and is
+// returned; messages already passed to done are complete.
+func (c *Client) FetchBodies(uids []uint32, open func(seq uint32) (io.Writer, error), done func(seq, uid uint32, n int64) error) error {
+	cmd := c.c.Fetch(uidSet(uids), &goimap.FetchOptions{
+		UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
+	})
+	defer cmd.Close()
+	for {
+		msg := cmd.Next()
+		if msg == nil {
+			break
+		}
+		var uid uint32
+		var n int64
+		got := false
+		for {
+			item := msg.Next()
+			if item == nil {
+				break
+			}
+			switch it := item.(type) {
+			case imapclient.FetchItemDataUID:
+				uid = uint32(it.UID)
+			case imapclient.FetchItemDataBodySection:
+				if it.Literal == nil {
+					continue // NIL body: nothing to store
+				}
+				w, err := open(msg.SeqNum)
+				if err != nil {
+					return err
+				}
+				lr := &literalReader{r: it.Literal}
+				n, err = io.Copy(w, lr)
+				if err != nil && lr.err == nil {
+					return fmt.Errorf("spool message body: %w", err)
+				}
+				if lr.err != nil || n != it.Literal.Size() {
+					// QUIRK: once a literal's read has failed (or ended early: a
+					// closed connection reads as EOF), go-imap's reader goroutine
+					// moves on while FetchCommand.Close would drain the same buffer
+					// again, a data race. Closing the client first stops that
+					// goroutine; the drain then just sees the error.
+					c.c.Close()
+					if lr.err != nil {
+						return fmt.Errorf("read message body: %w", lr.err)
+					}
+					return fmt.Errorf("read message body: got %d of %d bytes", n, it.Literal.Size())
+				}
+				got = true
+			}
+		}
+		if !got {
+			continue // a FLAGS update or an expunged message
+		}
+		if uid == 0 {
+			return fmt.Errorf("uid fetch: message %d came without its UID", msg.SeqNum)
+		}
+		if err := done(msg.SeqNum, uid, n); err != nil {
+			return err
+		}
+	}
+	if err := cmd.Close(); err != nil {
+		return fmt.Errorf("uid fetch: %w", err)
+	}
+	return nil
+}
+
+// UIDPlus reports whether the server can expunge by UID (UIDPLUS or IMAP4rev2).
+func (c *Client) UIDPlus() bool { return c.c.Caps().Has(goimap.CapUIDPlus) }
+
+// Delete flags uids \Deleted and expunges: UID EXPUNGE of uids where the server has
+// UIDPLUS. Otherwise a plain EXPUNGE would also remove messages someone else flagged
+// \Deleted, so it is only sent when mayExpunge accepts every \Deleted message of the
+// folder (the caller's messages flagged by this or an earlier call); else the messages
+// stay flagged and expunged is false, and the caller tries again later. RFC 4315
+// section 2.1, RFC 3501 section 6.4.3.
+func (c *Client) Delete(uids []uint32, mayExpunge func(uid uint32) bool) (expunged bool, err error) {
+	if len(uids) == 0 {
+		return true, nil
+	}
+	set := uidSet(uids)
+	store := &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: []goimap.Flag{goimap.FlagDeleted}}
+	if err := c.c.Store(set, store, nil).Close(); err != nil {
+		return false, fmt.Errorf("uid store \\Deleted: %w", err)
+	}
+	if c.UIDPlus() {
+		if err := c.c.UIDExpunge(set).Close(); err != nil {
+			return false, fmt.Errorf("uid expunge: %w", err)
+		}
+		return true, nil
+	}
+	d, err := c.c.UIDSearch(&goimap.SearchCriteria{Flag: []goimap.Flag{goimap.FlagDeleted}}, nil).Wait()
+	if err != nil {
+		return false, fmt.Errorf("uid search deleted: %w", err)
+	}
+	for _, u := range d.AllUIDs() {
+		if !set.Contains(u) && (mayExpunge == nil || !mayExpunge(uint32(u))) {
+			return false, nil
+		}
+	}
+	if err := c.c.Expunge().Close(); err != nil {
+		return false, fmt.Errorf("expunge: %w", err)
+	}
+	return true, nil
+}
+
+// CanIdle reports whether the server offers IDLE (RFC 2177).
+func (c *Client) CanIdle() bool { return c.c.Caps().Has(goimap.CapIdle) }
+
+// Idle waits in IDLE on the selected folder until the server reports a new message
+// (newMail true), max has passed, or ctx is done. An EXISTS that arrived since the last
+// Idle returns at once. Callers renew IDLE by calling it again: keep max below the 29
+// minutes after which servers may drop an idle client (RFC 2177 section 3).
+func (c *Client) Idle(ctx context.Context, max time.Duration) (newMail bool, err error) {
+	if !c.CanIdle() {
+		return false, ErrNoIdle
+	}
+	// QUIRK: not every server reports at the start of IDLE what arrived since the last
+	// command (go-imap's own server does not). A NOOP first collects those EXISTS.
+	if err := c.c.Noop().Wait(); err != nil {
+		return false, fmt.Errorf("noop: %w", err)
+	}
+	select {
+	case <-c.news:
+		return true, nil
+	default:
+	}
+	c.conn.setIdle(true)
+	cmd, err := c.c.Idle()
+	if err != nil {
+		c.conn.setIdle(false)
+		return false, fmt.Errorf("idle: %w", err)
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-c.news:
+		newMail = true
+	case <-t.C:
+	case <-ctx.Done():
+	case <-c.c.Closed():
+	}
+	c.conn.setIdle(false)
+	if err := cmd.Close(); err != nil {
+		return newMail, fmt.Errorf("idle done: %w", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return newMail, fmt.Errorf("idle: %w", err)
+	}
+	return newMail, ctx.Err()
+}
+
+// literalReader remembers a failed read of a literal.
+type literalReader struct {
+	r   io.Reader
+	err error
+}
+
+func (l *literalReader) Read(b []byte) (int, error) {
+	n, err := l.r.Read(b)
+	if err != nil && err != io.EOF {
+		l.err = err
+	}
+	return n, err
+}
+
+func uidSet(uids []uint32) goimap.UIDSet {
+	var s goimap.UIDSet
+	for _, u := range uids {
+		s.AddNum(goimap.UID(u))
+	}
+	return s
+}
+
+func fromUIDs(in []goimap.UID) []uint32 {
+	out := make([]uint32, len(in))
+	for i, u := range in {
+		out[i] = uint32(u)
+	}
+	return out
+}
+
+func int64cmp(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

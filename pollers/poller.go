@@ -1,0 +1,350 @@
+package pollers
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/rs/zerolog"
+
+	"github.com/mxdrop/mxdrop/configs"
+	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/pollers/imap"
+)
+
+// Bouncer turns a message's failed recipients into a DSN (watcher.Bouncer has the same
+// method, so one implementation serves both). Bounce must make the DSN durable, or
+// decide to suppress it and return a nil DSN, before it returns: the server copy is
+// acknowledged right after. The DSN it returns is kept beside a quarantined message.
+// An error means the poller keeps the message on the server and retries it.
+type Bouncer interface {
+	Bounce(ctx context.Context, source string, msg importer.Message, res importer.Result) (dsn []byte, err error)
+}
+
+// SASLFunc returns the SASL client a poller authenticates with when its auth method is
+// xoauth2. It is called for every login, so it can refresh tokens; an error fails the
+// cycle (and is retried with backoff).
+type SASLFunc func(ctx context.Context, p configs.Poller) (sasl.Client, error)
+
+// Deps are what a Poller needs besides its configuration.
+type Deps struct {
+	// Bouncer sends DSNs for failed recipients (collection mode without
+	// unknown_recipients); nil: failed recipients are only logged and quarantined.
+	Bouncer Bouncer
+	// Logger is the process logger; each poller logs through a child with
+	// component=poller and poller=<name>.
+	Logger zerolog.Logger
+	// Clock returns the current time; nil means time.Now. It decides first-seen
+	// times, keep: days expiry and the duplicate window, so tests can move it.
+	Clock func() time.Time
+	// XOAUTH2 authenticates pollers with auth method xoauth2; nil: such pollers fail
+	// to log in with a clear error.
+	XOAUTH2 SASLFunc
+}
+
+// Poller polls one remote POP3 or IMAP account into the importer. Build it with New;
+// run it with Run (a daemon) or Cycle (one pass). A Poller runs one cycle at a time:
+// concurrent calls wait for each other.
+type Poller struct {
+	name      string
+	cfg       configs.Poller
+	keep      string // delete | forever | days, pollers_always_delete applied
+	dir       string // state_dir/pollers/<name>: state.db, state.id, spool/
+	failedDir string // state_dir/ImportFailed/<name>
+	im        *importer.Importer
+	deliverTo string // normalised deliver_to in single mode
+	tls       *tls.Config
+	deps      Deps
+	now       func() time.Time
+	log       zerolog.Logger
+
+	mu           sync.Mutex // held for a cycle
+	checked      bool       // the state file's consistency check has run
+	noIdleLogged bool
+}
+
+// Keep policies.
+const (
+	KeepDelete  = "delete"
+	KeepForever = "forever"
+	KeepDays    = "days"
+)
+
+// New returns the Poller of p, one of cfg.Pollers, as loaded (defaults applied,
+// secrets read). It checks what it needs (protocol, TLS mode, keep policy, the
+// accounts named, the CA file) and fails without side effects; it does not connect.
+// An inactive poller is built too: Run, RunAll and Once skip it.
+func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
+	if p.Name == "" || strings.ContainsAny(p.Name, `/\`) || strings.HasPrefix(p.Name, ".") {
+		return nil, fmt.Errorf("poller name %q cannot name a folder", p.Name)
+	}
+	fail := func(format string, a ...any) (*Poller, error) {
+		return nil, fmt.Errorf("poller %s: "+format, append([]any{p.Name}, a...)...)
+	}
+	switch p.Protocol {
+	case "imap", "pop3":
+	default:
+		return fail("protocol %q is not pop3 or imap", p.Protocol)
+	}
+	switch p.TLS {
+	case imap.TLSNone, imap.TLSStartTLS, imap.TLSImplicit:
+	default:
+		return fail("tls %q is not none, starttls or implicit", p.TLS)
+	}
+	if p.Host == "" || p.Port <= 0 {
+		return fail("host and port are required")
+	}
+	keep := p.Keep
+	if keep == "" || cfg.PollersAlwaysDelete {
+		keep = KeepDelete
+	}
+	switch keep {
+	case KeepDelete, KeepForever:
+	case KeepDays:
+		if p.KeepDays <= 0 {
+			return fail("keep: days needs keep_days > 0")
+		}
+	default:
+		return fail("keep %q is not delete, forever or days", keep)
+	}
+	if p.Interval <= 0 {
+		p.Interval = configs.Duration(5 * time.Minute)
+	}
+	if p.Timeout <= 0 {
+		p.Timeout = configs.Duration(60 * time.Second)
+	}
+	if p.DuplicateWindow <= 0 {
+		p.DuplicateWindow = configs.Duration(336 * time.Hour)
+	}
+	if len(p.Folders) == 0 {
+		p.Folders = []string{"INBOX"}
+	}
+	opts := importer.Options{Accounts: cfg.Accounts}
+	switch p.Mode {
+	case "", "single":
+		if p.DeliverTo == "" {
+			return fail("mode single needs deliver_to")
+		}
+		opts.DeliverTo = p.DeliverTo
+		opts.Domains = []string{"."}
+	case "collection":
+		if len(p.AcceptedDomains) == 0 {
+			return fail("mode collection needs accepted_domains")
+		}
+		opts.Domains = p.AcceptedDomains
+		opts.UnknownTo = p.UnknownRecipients
+	default:
+		return fail("mode %q is not single or collection", p.Mode)
+	}
+	im, err := importer.New(opts)
+	if err != nil {
+		return fail("%v", err)
+	}
+	var deliverTo string
+	if opts.DeliverTo != "" {
+		deliverTo, _ = importer.NormalizeAddress(opts.DeliverTo)
+	}
+	tc, err := tlsConfig(p)
+	if err != nil {
+		return fail("%v", err)
+	}
+	now := deps.Clock
+	if now == nil {
+		now = time.Now
+	}
+	stateDir := cfg.StateDir
+	if stateDir == "" {
+		stateDir = filepath.Join("var", "state")
+	}
+	return &Poller{
+		name:      p.Name,
+		cfg:       p,
+		keep:      keep,
+		dir:       filepath.Join(stateDir, "pollers", p.Name),
+		failedDir: filepath.Join(stateDir, importer.FailedFolder, p.Name),
+		im:        im,
+		deliverTo: deliverTo,
+		tls:       tc,
+		deps:      deps,
+		now:       now,
+		log:       deps.Logger.With().Str("component", "poller").Str("poller", p.Name).Logger(),
+	}, nil
+}
+
+// NewAll returns a Poller for every active poller of cfg, in configuration order, or
+// the first error.
+func NewAll(cfg *configs.Config, deps Deps) ([]*Poller, error) {
+	var out []*Poller
+	for _, pc := range cfg.Pollers {
+		if !pc.IsActive() {
+			continue
+		}
+		p, err := New(cfg, pc, deps)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Name is the poller's name.
+func (p *Poller) Name() string { return p.name }
+
+// Active reports whether the poller is configured to run.
+func (p *Poller) Active() bool { return p.cfg.IsActive() }
+
+// StatePath is the poller's state file.
+func (p *Poller) StatePath() string { return filepath.Join(p.dir, "state.db") }
+
+// QuarantineFolder is where the poller quarantines messages it cannot import.
+func (p *Poller) QuarantineFolder() string { return p.failedDir }
+
+// tlsConfig returns the client TLS configuration of p: the system roots plus the
+// certificates of ca_file, verified against the configured host.
+func tlsConfig(p configs.Poller) (*tls.Config, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if p.CAFile != "" {
+		pem, err := os.ReadFile(p.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s holds no PEM certificate", p.CAFile)
+		}
+	}
+	return &tls.Config{ServerName: p.Host, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// LoginError is a login the server refused: wrong credentials, or an account it
+// locked. Cycle returns it wrapped; errors.As finds it.
+type LoginError struct {
+	Host, Username string
+	Err            error
+}
+
+func (e *LoginError) Error() string {
+	return fmt.Sprintf("login as %s at %s failed: %v", e.Username, e.Host, e.Err)
+}
+func (e *LoginError) Unwrap() error { return e.Err }
+
+// connect dials the server and logs in.
+func (p *Poller) connect(ctx context.Context) (session, error) {
+	addr := net.JoinHostPort(p.cfg.Host, strconv.Itoa(p.cfg.Port))
+	switch p.cfg.Protocol {
+	case "imap":
+		c, err := imap.Dial(ctx, imap.Options{Addr: addr, TLS: p.cfg.TLS, TLSConfig: p.tls, Timeout: p.cfg.Timeout.D()})
+		if err != nil {
+			return nil, fmt.Errorf("imap %s: %w", addr, err)
+		}
+		if err := p.login(ctx, c); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return newIMAPSession(p, c), nil
+	case "pop3":
+		return p.connectPOP3(ctx, addr)
+	}
+	return nil, fmt.Errorf("protocol %q", p.cfg.Protocol)
+}
+
+// authenticator is what both protocol clients offer for logging in.
+type authenticator interface {
+	Login(user, password string) error
+	Authenticate(sc sasl.Client) error
+}
+
+func (p *Poller) login(ctx context.Context, c authenticator) error {
+	var err error
+	switch p.cfg.Auth.Method {
+	case "", "password":
+		err = c.Login(p.cfg.Username, p.cfg.Auth.Password.Reveal())
+	case "xoauth2":
+		if p.deps.XOAUTH2 == nil {
+			return &LoginError{Host: p.cfg.Host, Username: p.cfg.Username, Err: errors.New("auth method xoauth2 is not available in this build")}
+		}
+		sc, serr := p.deps.XOAUTH2(ctx, p.cfg)
+		if serr != nil {
+			return fmt.Errorf("xoauth2 token: %w", serr)
+		}
+		err = c.Authenticate(sc)
+	default:
+		return fmt.Errorf("auth method %q", p.cfg.Auth.Method)
+	}
+	if err == nil {
+		return nil
+	}
+	if isAuthError(err) {
+		return &LoginError{Host: p.cfg.Host, Username: p.cfg.Username, Err: err}
+	}
+	return fmt.Errorf("login: %w", err)
+}
+
+func isAuthError(err error) bool {
+	var ie *imap.AuthError
+	return errors.As(err, &ie) || isPOP3AuthError(err)
+}
+
+// CycleStats counts what one cycle did.
+type CycleStats struct {
+	Poller      string
+	Fetched     int // messages downloaded
+	Delivered   int // imported into at least one Maildir
+	Quarantined int // put into ImportFailed/
+	Duplicates  int // suppressed: already delivered within duplicate_window
+	Deleted     int // removed from the server (this cycle's and expired kept ones)
+	Kept        int // handled this cycle and left on the server (keep: forever | days)
+	TooLarge    int // over max_message_size, left on the server
+	Pending     int // left for the next cycle by max_per_cycle
+	Errors      int // messages or folders that failed and will be retried
+	Duration    time.Duration
+}
+
+func (s *CycleStats) add(o CycleStats) {
+	s.Fetched += o.Fetched
+	s.Delivered += o.Delivered
+	s.Quarantined += o.Quarantined
+	s.Duplicates += o.Duplicates
+	s.Deleted += o.Deleted
+	s.Kept += o.Kept
+	s.TooLarge += o.TooLarge
+	s.Pending += o.Pending
+	s.Errors += o.Errors
+}
+
+// logCycle emits the one event of a cycle. A refused login is an error event of its
+// own kind, so that it is never mistaken for a network hiccup.
+func (p *Poller) logCycle(st CycleStats, err error) {
+	var ev *zerolog.Event
+	msg := "cycle"
+	var le *LoginError
+	switch {
+	case errors.As(err, &le):
+		ev = p.log.Error().Err(err).Str("reason", "login_failed").Str("host", p.cfg.Host).Str("username", p.cfg.Username)
+		msg = "login failed"
+	case err != nil:
+		ev = p.log.Error().Err(err)
+		msg = "cycle failed"
+	case st.Errors > 0:
+		ev = p.log.Warn()
+	default:
+		ev = p.log.Info()
+	}
+	ev.Int("fetched", st.Fetched).Int("delivered", st.Delivered).Int("quarantined", st.Quarantined).
+		Int("duplicates", st.Duplicates).Int("deleted", st.Deleted).Int("kept", st.Kept).
+		Int("too_large", st.TooLarge).Int("pending", st.Pending).Int("errors", st.Errors).
+		Int64("duration_ms", st.Duration.Milliseconds()).Msg(msg)
+}

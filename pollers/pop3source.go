@@ -1,0 +1,197 @@
+package pollers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/mxdrop/mxdrop/pollers/pop3"
+)
+
+// connectPOP3 dials and logs in. Cancelling ctx closes the connection for as long as the
+// session lives.
+func (p *Poller) connectPOP3(ctx context.Context, addr string) (session, error) {
+	mode, err := pop3.ParseTLSMode(p.cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	c, err := pop3.Dial(ctx, pop3.Options{Addr: addr, TLS: mode, TLSConfig: p.tls, Timeout: p.cfg.Timeout.D()})
+	if err != nil {
+		return nil, fmt.Errorf("pop3 %s: %w", addr, err)
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	if err := p.login(ctx, pop3Auth{c}); err != nil {
+		stop()
+		c.Close()
+		return nil, err
+	}
+	return &pop3Session{p: p, c: c, stop: stop}, nil
+}
+
+// pop3Auth adapts the POP3 client to authenticator: USER/PASS, or AUTH PLAIN where the
+// server offers SASL PLAIN but not USER (RFC 2449 section 6.3).
+type pop3Auth struct{ c *pop3.Client }
+
+func (a pop3Auth) Login(user, password string) error {
+	if caps, err := a.c.Capabilities(); err == nil && len(caps) > 0 && !caps.Has("USER") &&
+		slices.Contains(caps.SASL(), sasl.Plain) {
+		return a.c.AuthPlain(user, password)
+	}
+	return a.c.Login(user, password)
+}
+
+func (a pop3Auth) Authenticate(sc sasl.Client) error { return a.c.Auth(sc) }
+
+func isPOP3AuthError(err error) bool {
+	var pe *pop3.Error
+	return errors.As(err, &pe) && pe.AuthFailed()
+}
+
+// pop3Session is a logged-in POP3 session: one folder, the maildrop.
+type pop3Session struct {
+	p     *Poller
+	c     *pop3.Client
+	stop  func() bool
+	marks int // messages marked deleted, removed by QUIT
+}
+
+func (s *pop3Session) folders() []string { return []string{""} }
+
+func (s *pop3Session) open(ctx context.Context, name string) (folder, error) {
+	return &pop3Folder{s: s}, nil
+}
+
+// close sends QUIT, which makes the server remove the messages marked deleted (RFC 1939
+// section 6). If QUIT fails, they stay, and the next cycle deletes them again: their
+// state says they are handled.
+func (s *pop3Session) close() {
+	s.stop()
+	if err := s.c.Quit(); err != nil && s.marks > 0 {
+		s.p.log.Warn().Err(err).Int("messages", s.marks).
+			Msg("QUIT failed: the messages marked deleted may still be on the server; the next cycle deletes them")
+	}
+	s.c.Close()
+}
+
+// pop3Folder is the maildrop.
+type pop3Folder struct {
+	s *pop3Session
+}
+
+func (f *pop3Folder) scope() string    { return "pop3" }
+func (f *pop3Folder) validity() uint32 { return 0 }
+
+func (f *pop3Folder) id(m remoteMsg) string    { return "poller/" + f.s.p.name + "/pop3/" + m.Key }
+func (f *pop3Folder) label(m remoteMsg) string { return "pop3/" + m.Key }
+
+// list is UIDL and LIST, oldest (lowest message number) first.
+func (f *pop3Folder) list(ctx context.Context) ([]remoteMsg, error) {
+	uids, err := f.s.c.UIDL()
+	if err != nil {
+		var pe *pop3.Error
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("the server does not support UIDL, without which messages cannot be told apart across sessions: %w", err)
+		}
+		return nil, err
+	}
+	sizes, err := f.s.c.List()
+	if err != nil {
+		return nil, err
+	}
+	size := make(map[int]int64, len(sizes))
+	for _, s := range sizes {
+		size[s.Num] = s.Size
+	}
+	sort.Slice(uids, func(i, j int) bool { return uids[i].Num < uids[j].Num })
+	seen := make(map[string]bool, len(uids))
+	out := make([]remoteMsg, 0, len(uids))
+	for _, u := range uids {
+		if seen[u.UID] {
+			// QUIRK: a server that repeats a UIDL breaks RFC 1939 section 7; only the first
+			// message of that id can be tracked.
+			f.s.p.log.Warn().Str("uidl", u.UID).Int("num", u.Num).Msg("server repeats a UIDL; message skipped")
+			continue
+		}
+		seen[u.UID] = true
+		sz, ok := size[u.Num]
+		if !ok {
+			sz = -1
+		}
+		out = append(out, remoteMsg{Key: u.UID, Num: uint32(u.Num), Size: sz})
+	}
+	return out, nil
+}
+
+// describe has nothing to add: LIST gave the sizes, and POP3 has no arrival date (it is
+// read from the message's header).
+func (f *pop3Folder) describe(ctx context.Context, msgs []remoteMsg) ([]remoteMsg, error) {
+	return msgs, nil
+}
+
+// fetch is one RETR per message, streamed into the spool.
+func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]spooled, error) {
+	var out []spooled
+	for _, m := range msgs {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		g, err := f.retr(m, sp)
+		if err != nil {
+			var pe *pop3.Error
+			if errors.As(err, &pe) && !pe.Temporary() {
+				// No such message any more (another session took it): nothing to fetch.
+				f.s.p.log.Debug().Err(err).Str("uid", m.Key).Msg("message vanished")
+				continue
+			}
+			return out, err
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+func (f *pop3Folder) retr(m remoteMsg, sp *spool) (spooled, error) {
+	r, err := f.s.c.Retr(int(m.Num))
+	if err != nil {
+		return spooled{}, err
+	}
+	defer r.Close()
+	fl, err := sp.create()
+	if err != nil {
+		return spooled{}, err
+	}
+	n, err := io.Copy(fl, r)
+	if cerr := fl.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("spool: %w", cerr)
+	}
+	if err != nil {
+		os.Remove(fl.Name())
+		return spooled{}, fmt.Errorf("retr %d: %w", m.Num, err)
+	}
+	return spooled{m: m, path: fl.Name(), size: n}, nil
+}
+
+// remove marks msgs deleted; QUIT removes them when the session ends.
+func (f *pop3Folder) remove(ctx context.Context, msgs []remoteMsg) (int, error) {
+	n := 0
+	for _, m := range msgs {
+		if err := f.s.c.Dele(int(m.Num)); err != nil {
+			var pe *pop3.Error
+			if errors.As(err, &pe) && !pe.Temporary() {
+				continue // already gone or marked
+			}
+			return n, err
+		}
+		n++
+		f.s.marks++
+	}
+	return n, nil
+}
+
+func (f *pop3Folder) done() {}

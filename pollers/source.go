@@ -1,0 +1,118 @@
+package pollers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/mxdrop/mxdrop/importer/durable"
+)
+
+// remoteMsg is one message of a remote folder as a listing shows it.
+type remoteMsg struct {
+	Key  string // state key: the decimal UID, or the UIDL
+	Num  uint32 // IMAP UID, or POP3 message number in this session
+	Size int64  // bytes as the server reports them; -1 until described
+	// Arrived is when the server received the message (IMAP INTERNALDATE). Zero for
+	// POP3, whose arrival is read from the message's header once fetched. It must not
+	// depend on poller state: it is part of the delivery file names, which must come
+	// out the same after a lost state file.
+	Arrived time.Time
+}
+
+// session is a logged-in connection, as a cycle uses it.
+type session interface {
+	// folders names the remote folders a cycle goes through, in order.
+	folders() []string
+	// open selects a folder.
+	open(ctx context.Context, name string) (folder, error)
+	// close logs out, best effort.
+	close()
+}
+
+// idler is a session that can wait for new mail.
+type idler interface {
+	canIdle() bool
+	// idle waits until new mail is reported (true), max has passed, or ctx is done.
+	idle(ctx context.Context, max time.Duration) (bool, error)
+}
+
+// folder is one remote folder during a session.
+type folder interface {
+	// scope names the folder's part of the state ("pop3", "imap:INBOX").
+	scope() string
+	// validity is the folder's IMAP UIDVALIDITY; 0 for POP3.
+	validity() uint32
+	// id and label give a message's importer identity and its name in logs.
+	id(m remoteMsg) string
+	label(m remoteMsg) string
+	// list returns every message of the folder, oldest first. Size and Arrived may be
+	// unknown; describe fills them in.
+	list(ctx context.Context) ([]remoteMsg, error)
+	// describe returns msgs with Size (and Arrived where the protocol has it) filled in,
+	// leaving out messages that have vanished.
+	describe(ctx context.Context, msgs []remoteMsg) ([]remoteMsg, error)
+	// fetch downloads msgs into spool files. It returns the messages that arrived
+	// complete, in the order of msgs, also when it fails part way.
+	fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]spooled, error)
+	// remove deletes msgs from the server and returns how many it removed (or marked
+	// for removal at the end of a POP3 session).
+	remove(ctx context.Context, msgs []remoteMsg) (int, error)
+	// done is called when the cycle has finished with the folder.
+	done()
+}
+
+// renumberer is a folder that can tell the Message-IDs of its messages without
+// fetching them, to carry state across a change of UIDVALIDITY.
+type renumberer interface {
+	messageIDs(ctx context.Context, msgs []remoteMsg) (map[string]string, error)
+}
+
+// spool holds fetched messages on disk while they are imported: the importer opens a
+// message more than once. Spool files need no fsync: a crash before their import is
+// durable fetches them again.
+type spool struct {
+	dir string
+	n   int
+}
+
+// spooled is a message downloaded completely into a spool file.
+type spooled struct {
+	m    remoteMsg
+	path string
+	size int64
+}
+
+func newSpool(dir string) (*spool, error) {
+	if err := durable.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	return &spool{dir: dir}, nil
+}
+
+// create returns a new empty spool file.
+func (s *spool) create() (*os.File, error) {
+	s.n++
+	f, err := os.OpenFile(filepath.Join(s.dir, strconv.Itoa(s.n)+".eml"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create spool file: %w", err)
+	}
+	return f, nil
+}
+
+// clean removes every spool file: the leftovers of an interrupted cycle.
+func (s *spool) clean() error {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
