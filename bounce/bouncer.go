@@ -80,6 +80,11 @@ type Bouncer struct {
 	cfg     Config
 	log     zerolog.Logger
 	limiter *Limiter
+
+	// Observe, when not nil, is called by Bounce with the source and the action
+	// (queued, suppressed with its rule, duplicate, unsent, disabled): the metrics
+	// hook. Set it before the Bouncer is used.
+	Observe func(source, action, rule string)
 }
 
 // New returns a Bouncer. It fails for an unknown language or a reporting MTA that is
@@ -144,6 +149,9 @@ func (b *Bouncer) source(name string) Source {
 // message and retries.
 func (b *Bouncer) Bounce(ctx context.Context, source string, msg importer.Message, res importer.Result) ([]byte, error) {
 	out, err := b.Process(ctx, source, msg, res)
+	if err == nil && b.Observe != nil && out.Action != ActionNone {
+		b.Observe(source, out.Action, out.Rule)
+	}
 	if err != nil || out.DSN == nil {
 		return nil, err
 	}

@@ -58,6 +58,9 @@ type Log struct {
 // Metrics configures the Prometheus and health endpoint.
 type Metrics struct {
 	Listen string `yaml:"listen"` // host:port of /metrics, /healthz, /readyz; "" = off (default)
+	// PollerFailureUnready turns /readyz unready when a poller has failed for longer
+	// than this (default 30m).
+	PollerFailureUnready Duration `yaml:"poller_failure_unready"`
 }
 
 // SMTP is a relay used to send DSNs.

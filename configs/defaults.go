@@ -72,6 +72,7 @@ func applyDefaults(cfg *Config) {
 	if cfg.Workers == 0 {
 		cfg.Workers = defaultWorkers
 	}
+	defDur(&cfg.Metrics.PollerFailureUnready, 30*time.Minute)
 	def(&cfg.Log.Level, defaultLogLevel)
 	def(&cfg.Log.Format, defaultLogFormat)
 

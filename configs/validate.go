@@ -54,6 +54,7 @@ func (l *loader) validate(cfg *Config) {
 	}
 	v.relay("smtp", &cfg.SMTP, false, true)
 	v.enum("bounce.language", cfg.Bounce.Language, "en", "de")
+	v.notNegative("metrics.poller_failure_unready", cfg.Metrics.PollerFailureUnready)
 	v.notNegative("bounce.retry_for", cfg.Bounce.RetryFor)
 	v.notNegative("bounce.rate_window", cfg.Bounce.RateWindow)
 	v.notNegative("bounce.min_backoff", cfg.Bounce.MinBackoff)

@@ -50,6 +50,9 @@ type Deps struct {
 	// XOAUTH2 authenticates pollers with auth method xoauth2; nil: such pollers fail
 	// to log in with a clear error.
 	XOAUTH2 SASLFunc
+	// Observe, when not nil, is called after every cycle with its figures and its
+	// error (nil on success): the metrics hook.
+	Observe func(poller string, st CycleStats, err error)
 }
 
 // Poller polls one remote POP3 or IMAP account into the importer. Build it with New;
@@ -71,6 +74,9 @@ type Poller struct {
 	mu           sync.Mutex // held for a cycle
 	checked      bool       // the state file's consistency check has run
 	noIdleLogged bool
+
+	healthMu sync.Mutex
+	health   Health
 }
 
 // Keep policies.
@@ -328,6 +334,7 @@ func (s *CycleStats) add(o CycleStats) {
 // logCycle emits the one event of a cycle. A refused login is an error event of its
 // own kind, so that it is never mistaken for a network hiccup.
 func (p *Poller) logCycle(st CycleStats, err error) {
+	p.recordCycle(st, err)
 	var ev *zerolog.Event
 	msg := "cycle"
 	var le *LoginError

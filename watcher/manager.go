@@ -30,6 +30,45 @@ type Manager struct {
 
 	intake context.Context // done when intake stops (shutdown)
 	quit   chan struct{}   // closed when every producer has stopped
+
+	healthMu sync.Mutex
+	health   map[string]WatchHealth // by connector name
+}
+
+// WatchHealth is the state of one connector's watcher, for /readyz and status.
+type WatchHealth struct {
+	Connector  string    `json:"connector"`
+	DropFolder string    `json:"drop_folder"`
+	Running    bool      `json:"running"`
+	Since      time.Time `json:"since"`
+	LastError  string    `json:"last_error,omitempty"`
+}
+
+// Health returns the state of every connector's watcher.
+func (m *Manager) Health() []WatchHealth {
+	m.healthMu.Lock()
+	defer m.healthMu.Unlock()
+	out := make([]WatchHealth, 0, len(m.health))
+	for _, h := range m.health {
+		out = append(out, h)
+	}
+	return out
+}
+
+func (m *Manager) setHealth(c *Connector, running bool, err error) {
+	m.healthMu.Lock()
+	defer m.healthMu.Unlock()
+	if m.health == nil {
+		m.health = map[string]WatchHealth{}
+	}
+	h := WatchHealth{Connector: c.Name, DropFolder: c.DropFolder, Running: running, Since: time.Now()}
+	if prev, ok := m.health[c.Name]; ok && prev.Running == running {
+		h.Since = prev.Since
+	}
+	if err != nil {
+		h.LastError = err.Error()
+	}
+	m.health[c.Name] = h
 }
 
 // NewManager returns a Manager with workers concurrent imports. The instance id names
@@ -190,6 +229,9 @@ func (m *Manager) Update(conns []*Connector) {
 	for drop, cancel := range m.cancel {
 		if _, ok := want[drop]; !ok {
 			cancel()
+			m.healthMu.Lock()
+			delete(m.health, m.gen[drop].Name)
+			m.healthMu.Unlock()
 			delete(m.cancel, drop)
 			delete(m.gen, drop)
 		}
@@ -217,6 +259,7 @@ func (m *Manager) superviseWatch(ctx context.Context, c *Connector) {
 		if ctx.Err() != nil {
 			return
 		}
+		m.setHealth(c, false, err)
 		if errors.Is(err, errBecameMaildir) {
 			c.Log.Info().Str("drop_folder", c.DropFolder).Msg("drop folder is a Maildir now: watching its new/")
 			continue

@@ -45,6 +45,9 @@ type Connector struct {
 	Importer     *importer.Importer
 	Bouncer      Bouncer // nil: no DSNs
 	Log          zerolog.Logger
+	// Observe, when not nil, is called once per processed file with the import's
+	// result and what became of the file: the metrics hook.
+	Observe func(connector string, res importer.Result, out Outcome, d time.Duration)
 }
 
 // watchDir is the folder files arrive in: new/ when the drop folder is itself a
@@ -82,6 +85,15 @@ func identity(path string) (id string, size int64, mtime time.Time, err error) {
 // On a transient error the file stays claimed and Retry is returned.
 func (c *Connector) process(ctx context.Context, path string, recovered bool) Outcome {
 	start := time.Now()
+	var res importer.Result
+	out := c.processResult(ctx, path, recovered, start, &res)
+	if c.Observe != nil {
+		c.Observe(c.Name, res, out, time.Since(start))
+	}
+	return out
+}
+
+func (c *Connector) processResult(ctx context.Context, path string, recovered bool, start time.Time, resp *importer.Result) Outcome {
 	id, size, mtime, err := identity(path)
 	if err != nil {
 		c.Log.Error().Err(err).Str("file", filepath.Base(path)).Msg("claimed file unreadable")
@@ -92,6 +104,7 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool) Ou
 		Open: func() (io.ReadCloser, error) { return os.Open(path) },
 	}
 	res, err := c.Importer.Import(ctx, msg)
+	*resp = res
 	if err != nil {
 		importer.LogResult(c.Log, msg, res, "retry", err, start)
 		return Retry

@@ -122,6 +122,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	if err != nil {
 		return err
 	}
+	m.setHealth(c, true, nil)
 	m.adopt(ctx, c, cl)
 
 	scanReq := make(chan struct{}, 1)

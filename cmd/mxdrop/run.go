@@ -56,7 +56,7 @@ type app struct {
 // build turns a configuration into running parts. It fails without side effects
 // beyond creating folders, so a bad reload keeps the old generation. bouncer may be nil
 // (check-config).
-func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer) (*app, error) {
+func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt *metrics) (*app, error) {
 	a := &app{cfg: cfg}
 	for _, c := range cfg.Connectors {
 		if !c.IsActive() {
@@ -84,8 +84,14 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer) (*a
 		if bouncer != nil {
 			a.connectors[len(a.connectors)-1].Bouncer = bouncer
 		}
+		if mt != nil {
+			a.connectors[len(a.connectors)-1].Observe = mt.observeFile
+		}
 	}
 	deps := pollers.Deps{Logger: log}
+	if mt != nil {
+		deps.Observe = mt.observeCycle
+	}
 	if bouncer != nil {
 		deps.Bouncer = bouncer
 	}
@@ -113,7 +119,9 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: 1, err: err}
 	}
 	defer bouncer.Close()
-	a, err := build(cfg, log, bouncer)
+	mt := newMetrics()
+	bouncer.Observe = mt.observeBounce
+	a, err := build(cfg, log, bouncer, mt)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
@@ -126,7 +134,7 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 	if *once {
 		return runOnce(m, a, bouncer, stdout)
 	}
-	return runDaemon(m, a, bouncer, configPath, log)
+	return runDaemon(m, a, bouncer, mt, configPath, log)
 }
 
 // runOnce imports what is in the drop folders now and prints one summary line. It
@@ -175,7 +183,7 @@ func runOnce(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, stdout io.Writ
 // runDaemon runs until SIGINT or SIGTERM, then finishes the messages in flight and
 // returns; a second signal exits at once. SIGHUP and a change of the configuration
 // file reload the configuration; an invalid one is logged and the old one kept.
-func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath string, log zerolog.Logger) error {
+func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics, configPath string, log zerolog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -219,13 +227,14 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath s
 				if !reflect.DeepEqual(cfg.SMTP, running.SMTP) || !reflect.DeepEqual(cfg.Bounce, running.Bounce) {
 					log.Warn().Msg("smtp and bounce settings take effect at the next restart")
 				}
-				na, err := build(cfg, log, bouncer)
+				na, err := build(cfg, log, bouncer, mt)
 				if err != nil {
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
 				}
 				m.Update(na.connectors)
 				pg.replace(ctx, na.pollers)
+				mt.setLive(&liveState{a: na, m: m, bouncer: bouncer, ps: na.pollers})
 				running = cfg
 				log.Info().Str("trigger", why).Int("connectors", len(na.connectors)).Int("pollers", len(na.pollers)).Msg("configuration reloaded")
 			}
@@ -235,6 +244,14 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, configPath s
 	outboxDone := make(chan error, 1)
 	go func() { outboxDone <- bouncer.Run(ctx) }()
 	pg.replace(ctx, a.pollers)
+	mt.setLive(&liveState{a: a, m: m, bouncer: bouncer, ps: a.pollers})
+	if addr := a.cfg.Metrics.Listen; addr != "" {
+		go func() {
+			if err := mt.serve(ctx, addr, log); err != nil {
+				log.Error().Err(err).Str("listen", addr).Msg("metrics endpoint failed")
+			}
+		}()
+	}
 	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Msg("mxdrop started")
 	err := m.Run(ctx, a.connectors)
 	pg.stop()
@@ -335,7 +352,7 @@ func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	if _, err := build(cfg, zerolog.Nop(), nil); err != nil {
+	if _, err := build(cfg, zerolog.Nop(), nil, nil); err != nil {
 		return &exitError{code: 1, err: err}
 	}
 	return configs.Describe(stdout, cfg)
