@@ -52,6 +52,7 @@ commands:
   replay [--connector NAME] [FILE...]
                       move quarantined files back into the drop folder after the
                       configuration is fixed (their reason files are removed)
+  status              backlog, quarantine, outbox and pollers as they are on disk
   version             print the version
 
 With no --config, the embedded default configuration runs: drop folder ./var/drop,
@@ -79,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdCheckConfig(*configPath, rest, stdout, stderr)
 	case "export-recipients":
 		return cmdExportRecipients(*configPath, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(*configPath, rest, stdout, stderr)
 	case "replay":
 		return cmdReplay(*configPath, rest, stdout, stderr)
 	case "version":

@@ -137,3 +137,27 @@ func TestReplayAfterFix(t *testing.T) {
 		}
 	}
 }
+
+// TestStatus: after a run that quarantined a message and could not reach its relay,
+// mxdrop status shows the quarantine with its reason and the DSN waiting in the outbox.
+func TestStatus(t *testing.T) {
+	e := newEnv(t, fmt.Sprintf("smtp:\n  host: 127.0.0.1\n  port: %d\n  tls: none\n  reporting_mta: mx.example.com\n", freePort(t)))
+	cfg, _ := os.ReadFile(e.cfgPath)
+	e.writeConfig(strings.Replace(string(cfg), "    bounce: false\n", "    bounce: true\n", 1))
+	dropFile(t, e.drop, "lost", msg("status@test", "X-Original-To", "nobody@example.com"))
+	old := time.Now().Add(-time.Minute)
+	os.Chtimes(filepath.Join(e.drop, "lost"), old, old)
+	var out, errb bytes.Buffer
+	if err := execMxdrop(e, &out, &errb, "run", "--once").Run(); err != nil {
+		t.Fatalf("run --once: %v\n%s", err, errb.String())
+	}
+	out.Reset()
+	if err := execMxdrop(e, &out, &errb, "status").Run(); err != nil {
+		t.Fatalf("status: %v\n%s", err, errb.String())
+	}
+	for _, want := range []string{"mx (active)", "backlog         0 files", "ImportFailed    1 messages", "lost  no_deliverable_recipient  sender@remote.test nobody@example.com 5.1.1", "queued            1 DSNs"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+}

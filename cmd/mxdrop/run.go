@@ -219,7 +219,9 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 			case <-ctx.Done():
 				return
 			case why := <-reload:
+				sdNotify("RELOADING=1")
 				cfg, err := configs.Load(configPath)
+				sdNotify("READY=1")
 				if err != nil {
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
@@ -253,6 +255,11 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 		}()
 	}
 	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Msg("mxdrop started")
+	sdNotify("READY=1")
+	go func() {
+		<-ctx.Done()
+		sdNotify("STOPPING=1")
+	}()
 	err := m.Run(ctx, a.connectors)
 	pg.stop()
 	if oerr := <-outboxDone; oerr != nil && err == nil {

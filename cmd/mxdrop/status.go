@@ -1,0 +1,163 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mxdrop/mxdrop/bounce"
+	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/pollers"
+	"github.com/mxdrop/mxdrop/watcher"
+)
+
+// cmdStatus prints what a running (or stopped) mxdrop has on disk: per connector the
+// backlog, the quarantine and its newest reasons; the outbox; per poller the last
+// success and the last error. It only reads files, takes no lock and changes nothing,
+// so it never disturbs a running daemon.
+func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error {
+	fs := subFlags("status", &configPath, stderr)
+	newest := fs.Int("reasons", 5, "how many of the newest quarantine reasons to show per connector")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	now := time.Now()
+	fmt.Fprintln(stdout, "Connectors")
+	for _, c := range cfg.Connectors {
+		state := "active"
+		if !c.IsActive() {
+			state = "inactive"
+		}
+		n, oldest := folderBacklog(&watcher.Connector{DropFolder: c.DropFolder})
+		age := "-"
+		if !oldest.IsZero() {
+			age = now.Sub(oldest).Round(time.Second).String()
+		}
+		fmt.Fprintf(stdout, "  %s (%s) %s\n", c.Name, state, c.DropFolder)
+		fmt.Fprintf(stdout, "    backlog         %d files, oldest %s\n", n, age)
+		reasons := newestReasons(filepath.Join(c.DropFolder, importer.FailedFolder), *newest)
+		fmt.Fprintf(stdout, "    ImportFailed    %d messages\n", countQuarantined(c.DropFolder))
+		for _, r := range reasons {
+			var rcpts []string
+			for _, f := range r.Recipients {
+				rcpts = append(rcpts, f.Recipient+" "+f.Status)
+			}
+			fmt.Fprintf(stdout, "      %s  %s  %s  %s %s\n", r.Time.Local().Format(time.DateTime), r.File, r.Reason, r.Sender, strings.Join(rcpts, ", "))
+		}
+	}
+
+	fmt.Fprintln(stdout, "Outbox")
+	queued, oldest, failed := outboxOnDisk(filepath.Join(cfg.StateDir, "outbox"))
+	age := "-"
+	if !oldest.IsZero() {
+		age = now.Sub(oldest).Round(time.Second).String()
+	}
+	fmt.Fprintf(stdout, "  queued            %d DSNs, oldest %s\n", queued, age)
+	fmt.Fprintf(stdout, "  given up          %d DSNs\n", failed)
+
+	if len(cfg.Pollers) > 0 {
+		fmt.Fprintln(stdout, "Pollers")
+	}
+	for _, p := range cfg.Pollers {
+		h, err := pollers.ReadHealth(cfg.StateDir, p.Name)
+		state := "active"
+		if !p.IsActive() {
+			state = "inactive"
+		}
+		fmt.Fprintf(stdout, "  %s (%s) %s://%s\n", p.Name, state, p.Protocol, p.Host)
+		if err != nil {
+			fmt.Fprintf(stdout, "    no cycle recorded yet\n")
+			continue
+		}
+		fmt.Fprintf(stdout, "    last success    %s\n", when(h.LastSuccess, now))
+		if h.LastError != "" {
+			fmt.Fprintf(stdout, "    last error      %s: %s\n", when(h.LastErrorAt, now), h.LastError)
+		}
+		if !h.FailingSince.IsZero() {
+			fmt.Fprintf(stdout, "    failing since   %s\n", when(h.FailingSince, now))
+		}
+	}
+	return nil
+}
+
+func when(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.DateTime), now.Sub(t).Round(time.Second))
+}
+
+// newestReasons returns up to n of the newest quarantine reason files in folder.
+func newestReasons(folder string, n int) []importer.Record {
+	entries, err := os.ReadDir(folder)
+	if err != nil {
+		return nil
+	}
+	type named struct {
+		path string
+		mod  time.Time
+	}
+	var files []named
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			files = append(files, named{filepath.Join(folder, e.Name()), fi.ModTime()})
+		}
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].mod.After(files[j].mod) })
+	var out []importer.Record
+	for _, f := range files {
+		if len(out) == n {
+			break
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			continue
+		}
+		var r importer.Record
+		if json.Unmarshal(b, &r) == nil && r.Reason != "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// outboxOnDisk reads the outbox's queue and failed folders without opening the outbox
+// (which a running daemon holds locked).
+func outboxOnDisk(dir string) (queued int, oldest time.Time, failed int) {
+	read := func(state string, fn func(bounce.Record)) {
+		entries, _ := os.ReadDir(filepath.Join(dir, state))
+		for _, e := range entries {
+			if !strings.HasSuffix(e.Name(), ".json") {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(dir, state, e.Name()))
+			if err != nil {
+				continue
+			}
+			var r bounce.Record
+			if json.Unmarshal(b, &r) == nil {
+				fn(r)
+			}
+		}
+	}
+	read(bounce.StateQueued, func(r bounce.Record) {
+		queued++
+		if oldest.IsZero() || r.Queued.Before(oldest) {
+			oldest = r.Queued
+		}
+	})
+	read(bounce.StateFailed, func(bounce.Record) { failed++ })
+	return
+}
