@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand"
 	"os"
@@ -117,4 +118,42 @@ func splitHostPort(t *testing.T, addr string) (string, string) {
 		t.Fatalf("bad address %q", addr)
 	}
 	return addr[:i], addr[i+1:]
+}
+
+// TestLogContractPoller polls a real Dovecot once and checks that the documented poller
+// fields appear in the message and cycle events.
+func TestLogContractPoller(t *testing.T) {
+	srv := dovecottest.Start(t, dovecottest.Options{Users: map[string]string{"popuser": "pop-secret"}})
+	srv.Append(t, "popuser", "INBOX", pollMsg("popuser", 1))
+	host, port := splitHostPort(t, srv.POP3Addr())
+	e := newEnv(t, fmt.Sprintf(`pollers:
+  - name: pop
+    protocol: pop3
+    host: %s
+    port: %s
+    tls: none
+    username: popuser
+    auth: {method: password, password: pop-secret}
+    mode: single
+    deliver_to: alice@example.com
+`, host, port))
+	var out, errb bytes.Buffer
+	if err := execMxdrop(e, &out, &errb, "run", "--once").Run(); err != nil {
+		t.Fatalf("run --once: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "pollers: fetched 1, delivered 1") {
+		t.Errorf("summary %q", out.String())
+	}
+	msgKeys := eventKeys(t, errb.Bytes(), "message")
+	for _, f := range []string{"poller", "uid", "file", "message_id", "outcome", "action", "size", "duration_ms"} {
+		if !msgKeys[f] {
+			t.Errorf("poller message events lack %q", f)
+		}
+	}
+	cycleKeys := eventKeys(t, errb.Bytes(), "cycle")
+	for _, f := range documentedFields(t, "cycle") {
+		if !cycleKeys[f] {
+			t.Errorf("documented cycle field %q is in no cycle event:\n%s", f, errb.String())
+		}
+	}
 }
