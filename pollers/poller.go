@@ -247,8 +247,22 @@ func (e *LoginError) Error() string {
 }
 func (e *LoginError) Unwrap() error { return e.Err }
 
-// connect dials the server and logs in.
+// connect dials and logs in. An OAuth login the server refuses is tried once more on a
+// new connection: the refused token was marked bad, so the second attempt refreshes it
+// (a revoked consent then fails with the error naming the fix). A new connection,
+// because Dovecot drops an IMAP connection after a refused XOAUTH2 exchange.
 func (p *Poller) connect(ctx context.Context) (session, error) {
+	sess, err := p.connectOnce(ctx)
+	var le *LoginError
+	if err != nil && p.cfg.Auth.Method == "xoauth2" && errors.As(err, &le) {
+		p.log.Info().Err(err).Msg("oauth login refused; refreshing the token and trying once more")
+		sess, err = p.connectOnce(ctx)
+	}
+	return sess, err
+}
+
+// connectOnce dials the server and logs in.
+func (p *Poller) connectOnce(ctx context.Context) (session, error) {
 	addr := net.JoinHostPort(p.cfg.Host, strconv.Itoa(p.cfg.Port))
 	switch p.cfg.Protocol {
 	case "imap":

@@ -52,6 +52,9 @@ commands:
   replay [--connector NAME] [FILE...]
                       move quarantined files back into the drop folder after the
                       configuration is fixed (their reason files are removed)
+  oauth login NAME [--device]
+                      the one-time OAuth consent of an xoauth2 poller or relay
+  oauth status        each OAuth account's token state, without secrets
   status              backlog, quarantine, outbox and pollers as they are on disk
   version             print the version
 
@@ -80,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdCheckConfig(*configPath, rest, stdout, stderr)
 	case "export-recipients":
 		return cmdExportRecipients(*configPath, rest, stdout, stderr)
+	case "oauth":
+		return cmdOAuth(*configPath, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(*configPath, rest, stdout, stderr)
 	case "replay":

@@ -20,6 +20,7 @@ import (
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/pollers"
+	"github.com/mxdrop/mxdrop/pollers/oauth"
 	"github.com/mxdrop/mxdrop/watcher"
 )
 
@@ -56,7 +57,7 @@ type app struct {
 // build turns a configuration into running parts. It fails without side effects
 // beyond creating folders, so a bad reload keeps the old generation. bouncer may be nil
 // (check-config).
-func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt *metrics) (*app, error) {
+func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt *metrics, tokens *oauth.Sources) (*app, error) {
 	a := &app{cfg: cfg}
 	for _, c := range cfg.Connectors {
 		if !c.IsActive() {
@@ -89,6 +90,9 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 		}
 	}
 	deps := pollers.Deps{Logger: log}
+	if tokens != nil {
+		deps.XOAUTH2 = tokens.Poller
+	}
 	if mt != nil {
 		deps.Observe = mt.observeCycle
 	}
@@ -114,14 +118,28 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: 2, err: err}
 	}
 	log := newLogger(cfg, stderr)
-	bouncer, err := bounce.Open(cfg, bounce.OpenOptions{Log: log, UnsentFolder: filepath.Join(cfg.StateDir, importer.FailedFolder)})
+	tokens, err := oauth.NewSources(cfg, oauth.Options{Logger: log})
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	bouncer, err := bounce.Open(cfg, bounce.OpenOptions{
+		Log:          log,
+		UnsentFolder: filepath.Join(cfg.StateDir, importer.FailedFolder),
+		OAuth: func(relay string, _ configs.SMTP) (bounce.SASLSource, error) {
+			src, err := tokens.Relay(relay)
+			if err != nil {
+				return nil, err
+			}
+			return src, nil
+		},
+	})
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
 	defer bouncer.Close()
 	mt := newMetrics()
 	bouncer.Observe = mt.observeBounce
-	a, err := build(cfg, log, bouncer, mt)
+	a, err := build(cfg, log, bouncer, mt, tokens)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
@@ -134,7 +152,7 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 	if *once {
 		return runOnce(m, a, bouncer, stdout)
 	}
-	return runDaemon(m, a, bouncer, mt, configPath, log)
+	return runDaemon(m, a, bouncer, mt, tokens, configPath, log)
 }
 
 // runOnce imports what is in the drop folders now and prints one summary line. It
@@ -183,7 +201,7 @@ func runOnce(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, stdout io.Writ
 // runDaemon runs until SIGINT or SIGTERM, then finishes the messages in flight and
 // returns; a second signal exits at once. SIGHUP and a change of the configuration
 // file reload the configuration; an invalid one is logged and the old one kept.
-func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics, configPath string, log zerolog.Logger) error {
+func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics, tokens *oauth.Sources, configPath string, log zerolog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -229,7 +247,12 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 				if !reflect.DeepEqual(cfg.SMTP, running.SMTP) || !reflect.DeepEqual(cfg.Bounce, running.Bounce) {
 					log.Warn().Msg("smtp and bounce settings take effect at the next restart")
 				}
-				na, err := build(cfg, log, bouncer, mt)
+				ntokens, err := oauth.NewSources(cfg, oauth.Options{Logger: log})
+				if err != nil {
+					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
+					continue
+				}
+				na, err := build(cfg, log, bouncer, mt, ntokens)
 				if err != nil {
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
@@ -359,7 +382,7 @@ func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	if _, err := build(cfg, zerolog.Nop(), nil, nil); err != nil {
+	if _, err := build(cfg, zerolog.Nop(), nil, nil, nil); err != nil {
 		return &exitError{code: 1, err: err}
 	}
 	return configs.Describe(stdout, cfg)

@@ -1,0 +1,4 @@
+package oauth
+
+// StatusAt is Status at a fixed time, for the golden test.
+var StatusAt = status
