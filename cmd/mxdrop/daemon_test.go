@@ -144,6 +144,7 @@ func TestCrashKill9(t *testing.T) {
 	}
 	<-produced
 	p := e.start("run")
+	p.waitLog(t, "mxdrop started", 10*time.Second)
 	waitUntil(t, "drop folder drained", 120*time.Second, func() bool {
 		left, claimed := dropLeft(t, e.drop)
 		return len(left) == 0 && len(claimed) == 0

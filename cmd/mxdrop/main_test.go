@@ -150,6 +150,9 @@ func (p *proc) waitLog(t *testing.T, substr string, d time.Duration) {
 // stop sends SIGTERM and waits for a clean exit.
 func (p *proc) stop(t *testing.T) {
 	t.Helper()
+	// A signal before the handlers are in place would kill the process by default:
+	// the test is about a daemon that runs.
+	p.waitLog(t, "mxdrop started", 10*time.Second)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:

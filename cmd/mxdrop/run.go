@@ -206,9 +206,11 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 	defer stop()
 	go func() {
 		<-ctx.Done()
-		stop() // restore default handling: a second signal kills the process
+		// A second signal exits at once. Catch it before NotifyContext lets go, so
+		// no signal falls into the default action in between.
 		force := make(chan os.Signal, 1)
 		signal.Notify(force, syscall.SIGINT, syscall.SIGTERM)
+		stop()
 		<-force
 		log.Warn().Msg("second signal: exiting without finishing messages in flight")
 		os.Exit(130)
