@@ -137,7 +137,7 @@ type SpamResult struct {
 	Spam    bool
 	Checked bool // false: the check failed and the message went to the inbox
 	Score   float64
-	Reason  string // why it was not checked
+	Reason  string // the rule that fired, or why it was not checked
 }
 
 // Delivery is one durable copy in one account's Maildir.
@@ -235,7 +235,11 @@ func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
 		if im.opts.Spam != nil && (im.opts.SpamCheckAll || im.accounts[acct].SpamCheck) {
 			if verdict == nil {
 				verdict = im.classify(ctx, msg, h, res.Envelope)
-				res.Spam = &SpamResult{Spam: verdict.v.Spam, Checked: verdict.checked, Score: verdict.v.Score, Reason: verdict.reason}
+				reason := verdict.reason
+				if verdict.checked {
+					reason = verdict.v.Reason
+				}
+				res.Spam = &SpamResult{Spam: verdict.v.Spam, Checked: verdict.checked, Score: verdict.v.Score, Reason: reason}
 			}
 			sv = verdict
 		}

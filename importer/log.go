@@ -41,9 +41,9 @@ func LogResult(l zerolog.Logger, msg Message, res Result, action string, err err
 	if res.Spam != nil {
 		switch {
 		case !res.Spam.Checked:
-			ev = ev.Str("spam", "unchecked")
+			ev = ev.Str("spam", "unchecked").Str("spam_reason", res.Spam.Reason)
 		case res.Spam.Spam:
-			ev = ev.Str("spam", "yes")
+			ev = ev.Str("spam", "yes").Str("spam_reason", res.Spam.Reason)
 		default:
 			ev = ev.Str("spam", "no")
 		}

@@ -50,6 +50,9 @@ type Deps struct {
 	// XOAUTH2 authenticates pollers with auth method xoauth2; nil: such pollers fail
 	// to log in with a clear error.
 	XOAUTH2 SASLFunc
+	// Spam judges messages for accounts with spam_check, or every message of a poller
+	// with spam_check; nil: no spam check.
+	Spam importer.Classifier
 	// Observe, when not nil, is called after every cycle with its figures and its
 	// error (nil on success): the metrics hook.
 	Observe func(poller string, st CycleStats, err error)
@@ -135,7 +138,7 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 	if len(p.Folders) == 0 {
 		p.Folders = []string{"INBOX"}
 	}
-	opts := importer.Options{Accounts: cfg.Accounts}
+	opts := importer.Options{Accounts: cfg.Accounts, Spam: deps.Spam, SpamCheckAll: p.SpamCheck, SpamFolder: cfg.Spam.Folder}
 	switch p.Mode {
 	case "", "single":
 		if p.DeliverTo == "" {

@@ -81,8 +81,8 @@ func TestLogContract(t *testing.T) {
 	keys := eventKeys(t, errb.Bytes(), "message")
 	for _, f := range documentedFields(t, "message") {
 		switch f {
-		case "poller", "uid", "spam":
-			continue // polled and spam-checked messages: TestLogContractPoller, the spam tests
+		case "poller", "uid", "spam", "spam_reason":
+			continue // polled and spam-checked messages: TestLogContractPoller, TestSpamCheckWired
 		}
 		if !keys[f] {
 			t.Errorf("documented field %q is in no message event", f)
@@ -91,6 +91,38 @@ func TestLogContract(t *testing.T) {
 	for _, f := range []string{"level", "time", "component"} {
 		if !keys[f] {
 			t.Errorf("field %q missing", f)
+		}
+	}
+}
+
+// TestSpamCheckWired: a connector with spam_check and a word table sends a spam word to
+// the account's .Junk folder and clean mail to the inbox, through the real binary.
+func TestSpamCheckWired(t *testing.T) {
+	e := newEnv(t, "spam:\n  words: [\"cheap pills\"]\n  folder: Junk\n")
+	cfg, _ := os.ReadFile(e.cfgPath)
+	e.writeConfig(strings.Replace(string(cfg), "    bounce: false\n", "    bounce: false\n    spam_check: true\n", 1))
+	dropFile(t, e.drop, "spam", []byte("Return-Path: <s@remote.test>\nX-Original-To: alice@example.com\nSubject: Cheap  Pills today\nMessage-ID: <spam@test>\n\nbuy\n"))
+	dropFile(t, e.drop, "ham", []byte("Return-Path: <s@remote.test>\nX-Original-To: alice@example.com\nSubject: lunch\nMessage-ID: <ham@test>\n\npills are not cheap\n"))
+	old := time.Now().Add(-time.Minute)
+	for _, n := range []string{"spam", "ham"} {
+		os.Chtimes(filepath.Join(e.drop, n), old, old)
+	}
+	var out, errb bytes.Buffer
+	if err := execMxdrop(e, &out, &errb, "run", "--once").Run(); err != nil {
+		t.Fatalf("run --once: %v\n%s", err, errb.String())
+	}
+	junk, _ := maildirIDs(t, filepath.Join(e.mail, "alice", ".Junk"))
+	inbox, _ := maildirIDs(t, filepath.Join(e.mail, "alice"))
+	if junk["spam@test"] != 1 || inbox["spam@test"] != 0 {
+		t.Errorf("spam: %d in Junk, %d in the inbox", junk["spam@test"], inbox["spam@test"])
+	}
+	if inbox["ham@test"] != 1 || junk["ham@test"] != 0 {
+		t.Errorf("ham: %d in the inbox, %d in Junk", inbox["ham@test"], junk["ham@test"])
+	}
+	keys := eventKeys(t, errb.Bytes(), "message")
+	for _, f := range []string{"spam", "spam_reason"} {
+		if !keys[f] {
+			t.Errorf("no %q in the message events", f)
 		}
 	}
 }

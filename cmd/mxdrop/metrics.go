@@ -158,13 +158,15 @@ var (
 		"Unix time of a poller's last successful cycle; 0 before the first.", []string{"poller"}, nil)
 	pollerErrorsDesc = prometheus.NewDesc("mxdrop_poller_errors",
 		"Failed cycles of a poller since mxdrop started.", []string{"poller"}, nil)
+	spamDesc = prometheus.NewDesc("mxdrop_spam_checks_total",
+		"Spam checks since the last configuration load, by result (clean, spam_sender, spam_word, spam_spamd, unchecked).", []string{"result"}, nil)
 	watcherUpDesc = prometheus.NewDesc("mxdrop_watcher_up",
 		"1 while a connector's drop-folder watcher runs, 0 while it waits to retry.", []string{"connector"}, nil)
 )
 
 // Describe and Collect make metrics a collector of the scrape-time gauges.
 func (mt *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{backlogDesc, oldestDesc, quarantineDesc, outboxDesc, outboxOldestDesc, pollerSuccessDesc, pollerErrorsDesc, watcherUpDesc} {
+	for _, d := range []*prometheus.Desc{spamDesc, backlogDesc, oldestDesc, quarantineDesc, outboxDesc, outboxOldestDesc, pollerSuccessDesc, pollerErrorsDesc, watcherUpDesc} {
 		ch <- d
 	}
 }
@@ -210,6 +212,13 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(outboxDesc, prometheus.GaugeValue, float64(n))
 		ch <- prometheus.MustNewConstMetric(outboxOldestDesc, prometheus.GaugeValue, age)
+	}
+	if l.a.spam != nil {
+		n := l.a.spam.Counts()
+		clean := n.Checked - n.Spam - n.Unchecked
+		for result, v := range map[string]uint64{"clean": clean, "spam_sender": n.BySender, "spam_word": n.ByWord, "spam_spamd": n.BySpamd, "unchecked": n.Unchecked} {
+			ch <- prometheus.MustNewConstMetric(spamDesc, prometheus.CounterValue, float64(v), result)
+		}
 	}
 	for _, p := range l.ps {
 		h := p.Health()

@@ -19,6 +19,7 @@ import (
 	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/spam"
 	"github.com/mxdrop/mxdrop/pollers"
 	"github.com/mxdrop/mxdrop/pollers/oauth"
 	"github.com/mxdrop/mxdrop/watcher"
@@ -52,6 +53,27 @@ type app struct {
 	cfg        *configs.Config
 	connectors []*watcher.Connector
 	pollers    []*pollers.Poller
+	spam       *spam.Checker // nil when no source or account checks for spam
+}
+
+// spamWanted reports whether any account, connector or poller asks for the spam check.
+func spamWanted(cfg *configs.Config) bool {
+	for _, a := range cfg.Accounts {
+		if a.SpamCheck {
+			return true
+		}
+	}
+	for _, c := range cfg.Connectors {
+		if c.SpamCheck && c.IsActive() {
+			return true
+		}
+	}
+	for _, p := range cfg.Pollers {
+		if p.SpamCheck && p.IsActive() {
+			return true
+		}
+	}
+	return false
 }
 
 // build turns a configuration into running parts. It fails without side effects
@@ -59,6 +81,15 @@ type app struct {
 // (check-config).
 func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt *metrics, tokens *oauth.Sources) (*app, error) {
 	a := &app{cfg: cfg}
+	var classifier importer.Classifier
+	if spamWanted(cfg) {
+		checker, err := spam.New(cfg.Spam, log.With().Str("component", "spam").Logger())
+		if err != nil {
+			return nil, err
+		}
+		classifier = checker
+		a.spam = checker
+	}
 	for _, c := range cfg.Connectors {
 		if !c.IsActive() {
 			continue
@@ -70,6 +101,9 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 			UnknownTo:       c.UnknownRecipients,
 			EnvelopeHeaders: c.EnvelopeHeaders,
 			MaxMessageSize:  c.MaxMessageSize,
+			Spam:            classifier,
+			SpamCheckAll:    c.SpamCheck,
+			SpamFolder:      cfg.Spam.Folder,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("connector %s: %w", c.Name, err)
@@ -89,7 +123,7 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 			a.connectors[len(a.connectors)-1].Observe = mt.observeFile
 		}
 	}
-	deps := pollers.Deps{Logger: log}
+	deps := pollers.Deps{Logger: log, Spam: classifier}
 	if tokens != nil {
 		deps.XOAUTH2 = tokens.Poller
 	}
