@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -198,36 +197,36 @@ func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float6
 	if err := b.fillDrop(drop, n); err != nil {
 		return 0, 0, err
 	}
+	// Count arrivals in new/ through inotify: polling the folders would compete with
+	// the daemon for the CPU and the directory locks.
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Join(maildir, "new")); err != nil {
+		return 0, 0, err
+	}
 	start := time.Now()
 	d, err := b.startDaemon(cfg)
 	if err != nil {
 		return 0, 0, err
 	}
-	for {
-		f, err := os.Open(drop)
-		if err != nil {
-			return 0, 0, err
-		}
-		left := 0
-		sc, _ := f.Readdirnames(-1)
-		f.Close()
-		for _, name := range sc {
-			if !strings.HasPrefix(name, ".") && name != "ImportFailed" {
-				left++
+	got := 0
+	timeout := time.After(10 * time.Minute)
+	for got < n {
+		select {
+		case ev := <-w.Events:
+			if ev.Has(fsnotify.Create) {
+				got++
 			}
+		case err := <-w.Errors:
+			d.stop()
+			return 0, 0, fmt.Errorf("watching new/: %w", err)
+		case <-timeout:
+			d.stop()
+			return 0, 0, fmt.Errorf("only %d of %d delivered", got, n)
 		}
-		if left == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// The last files are claimed; wait until they are delivered.
-	for {
-		entries, _ := os.ReadDir(filepath.Join(maildir, "new"))
-		if len(entries) >= n {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
 	rss := d.peakRSS()
