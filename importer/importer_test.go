@@ -798,7 +798,7 @@ func mountTmpfs(t *testing.T, opts string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
+		skipUnlessCI(t, "cannot mount a tmpfs: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, 0); err != nil {
@@ -830,7 +830,7 @@ func TestImportFileSystemErrors(t *testing.T) {
 			}
 			if tc.remount {
 				if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT|syscall.MS_RDONLY, tc.mount); err != nil {
-					t.Skipf("remount read-only: %v", err)
+					skipUnlessCI(t, "remount read-only: %v", err)
 				}
 			}
 			s := newSetup(t)
