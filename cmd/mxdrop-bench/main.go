@@ -10,6 +10,13 @@
 // rate and reports the median and 99th percentile from arrival to visible in new/,
 // then the throughput of a backlog, and memory as the backlog grows.
 //
+// Mode "pollers" starts a Dovecot on 127.0.0.1 and measures, each on the same N messages
+// filled into its INBOX and each into a fresh local Maildir: Dovecot's own expunge, mxdrop's
+// POP3 and IMAP pollers in delete and keep mode (`mxdrop run --once`), fetchmail, getmail6,
+// mpop and mbsync; it checks every outcome and prints the median rates, their ratios, the
+// targets and the flags each tool ran with (see pollers.go and peers.go). It needs root;
+// a missing peer tool is reported and the rest is measured.
+//
 // Ratios, not absolute times, are the figures to compare: machines are shared and noisy.
 package main
 
@@ -19,10 +26,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 func main() {
-	mode := flag.String("mode", "once", "once | latency")
+	mode := flag.String("mode", "once", "once | latency | pollers")
 	n := flag.Int("n", 2000, "number of messages")
 	size := flag.Int("size", 4096, "message size in bytes")
 	dir := flag.String("dir", "", "work folder (default: a new folder under ./var/bench, on the disk being measured)")
@@ -30,6 +38,10 @@ func main() {
 	workers := flag.Int("workers", 0, "mxdrop workers (0: the configuration default)")
 	rate := flag.Int("rate", 500, "latency mode: messages per second")
 	backlog := flag.Int("backlog", 10000, "latency mode: backlog size")
+	runs := flag.Int("runs", 3, "pollers mode: runs of each measurement (the median is reported)")
+	tools := flag.String("tools", "", "pollers mode: measure only these tools, comma-separated (dovecot,mxdrop,fetchmail,getmail6,mpop,mbsync; default all)")
+	wrap := flag.String("wrap-mxdrop", "", "pollers mode: run mxdrop under this command, e.g. 'perf record -g -o mxdrop.perf' (the peak RSS shown is then the wrapper's)")
+	firstCycle := flag.Bool("first-cycle", false, "pollers mode: measure mxdrop's first cycle with a new state instead of a poller that has run before")
 	flag.Parse()
 
 	if *dir == "" {
@@ -41,7 +53,9 @@ func main() {
 			fatal(err)
 		}
 		*dir = d
-		defer os.RemoveAll(d)
+		// fatal exits without running deferred calls.
+		cleanup = func() { os.RemoveAll(d) }
+		defer cleanup()
 	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -55,12 +69,15 @@ func main() {
 			fatal(fmt.Errorf("build mxdrop: %w", err))
 		}
 	}
-	b := &bench{dir: abs, bin: *bin, n: *n, size: *size, workers: *workers}
+	b := &bench{dir: abs, bin: *bin, n: *n, size: *size, workers: *workers, primeMxdrop: !*firstCycle,
+		tools: *tools, wrapMxdrop: strings.Fields(*wrap)}
 	switch *mode {
 	case "once":
 		err = b.once()
 	case "latency":
 		err = b.latency(*rate, *backlog)
+	case "pollers":
+		err = b.pollers(*runs)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}
@@ -69,7 +86,11 @@ func main() {
 	}
 }
 
+// cleanup removes the work folder the benchmark made itself.
+var cleanup = func() {}
+
 func fatal(err error) {
+	cleanup()
 	fmt.Fprintln(os.Stderr, "mxdrop-bench:", err)
 	os.Exit(1)
 }

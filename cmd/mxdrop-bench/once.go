@@ -19,6 +19,11 @@ type bench struct {
 	n       int
 	size    int
 	workers int
+
+	// pollers mode
+	primeMxdrop bool     // measure mxdrop after a first cycle, not as its first
+	tools       string   // comma-separated tools to measure; "" = all
+	wrapMxdrop  []string // a command (and arguments) to run mxdrop under
 }
 
 // message returns message i, padded to about size bytes.
