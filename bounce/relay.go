@@ -26,7 +26,7 @@ type Sender interface {
 }
 
 // SASLSource provides the SASL client for one relay connection: the hook for XOAUTH2,
-// whose source fetches and refreshes an access token (see NewXOAuth2Client). An error
+// whose source fetches and refreshes an access token (pollers/oauth.Source). An error
 // is a temporary failure of the attempt.
 type SASLSource interface {
 	SASLClient(ctx context.Context) (sasl.Client, error)
@@ -172,22 +172,6 @@ func passwordSASL(method string, a configs.SMTPAuth) SASLSource {
 		return sasl.NewPlainClient("", a.Username, pw), nil
 	})
 }
-
-// NewXOAuth2Client returns a SASL client of Google's and Microsoft's XOAUTH2
-// mechanism for user with an OAuth 2.0 access token. After a failure the server sends
-// a JSON challenge, which the client answers with an empty response as the mechanism
-// requires; the server then ends the exchange with an error.
-func NewXOAuth2Client(user, token string) sasl.Client {
-	return &xoauth2Client{user: user, token: token}
-}
-
-type xoauth2Client struct{ user, token string }
-
-func (c *xoauth2Client) Start() (string, []byte, error) {
-	return "XOAUTH2", []byte("user=" + c.user + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
-}
-
-func (c *xoauth2Client) Next([]byte) ([]byte, error) { return []byte{}, nil }
 
 // Stages of a relay transaction, as SendError names them.
 const (

@@ -413,7 +413,7 @@ func TestRelayAuth(t *testing.T) {
 		calls := 0
 		src := SASLFunc(func(context.Context) (sasl.Client, error) {
 			calls++
-			return NewXOAuth2Client("relayuser", "tok123"), nil
+			return testXOAuth2{user: "relayuser", token: "tok123"}, nil
 		})
 		d := testDSN(t)
 		if err := newRelay(t, cfg, RelayOptions{SASL: src}).Send(context.Background(), d.Sender, d.Data); err != nil {
@@ -572,3 +572,13 @@ func TestSendErrorTemporary(t *testing.T) {
 		t.Error("an error without Temporary is permanent")
 	}
 }
+
+// testXOAuth2 is a minimal XOAUTH2 client for the relay's SASL hook; mxdrop's own lives
+// in pollers/oauth.
+type testXOAuth2 struct{ user, token string }
+
+func (c testXOAuth2) Start() (string, []byte, error) {
+	return "XOAUTH2", []byte("user=" + c.user + "\x01auth=Bearer " + c.token + "\x01\x01"), nil
+}
+
+func (c testXOAuth2) Next([]byte) ([]byte, error) { return []byte{}, nil }

@@ -41,6 +41,10 @@ const (
 // which this package cannot import (importer imports configs).
 var envelopeHeaderNames = []string{"x-receiver", "envelope-to", "x-original-to", "delivered-to", "x-envelope-to", "received"}
 
+// DefaultEnvelopeHeaders returns the envelope conventions in their default order: the
+// one list the loader validates against and the importer tries.
+func DefaultEnvelopeHeaders() []string { return append([]string(nil), envelopeHeaderNames...) }
+
 // normalize tidies what the file said before defaults apply: a connector's empty smtp
 // block means "no override", envelope header names compare in lower case.
 func (l *loader) normalize(cfg *Config) {

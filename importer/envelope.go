@@ -4,6 +4,8 @@ import (
 	"net/mail"
 	"regexp"
 	"strings"
+
+	"github.com/mxdrop/mxdrop/configs"
 )
 
 // Envelope is the SMTP envelope of a message: who sent it and to whom it was delivered,
@@ -32,8 +34,9 @@ const (
 	ConvReceived    = "received"      // the "for <rcpt>" clause of the topmost Received
 )
 
-// DefaultEnvelopeHeaders is the order in which envelope conventions are tried.
-var DefaultEnvelopeHeaders = []string{ConvIIS, ConvEnvelopeTo, ConvOriginalTo, ConvDeliveredTo, ConvXEnvelopeTo, ConvReceived}
+// DefaultEnvelopeHeaders is the order in which envelope conventions are tried; the
+// configuration validates envelope_headers against the same list.
+var DefaultEnvelopeHeaders = configs.DefaultEnvelopeHeaders()
 
 // trustedTop returns the fields the local MTA can have written: those above the first
 // Received field. MTAs add their envelope fields (Return-Path, Delivered-To,

@@ -235,3 +235,12 @@ func TestExtractEnvelopeDoesNotModifyOrder(t *testing.T) {
 		t.Fatalf("order changed: %q, default %q", order, DefaultEnvelopeHeaders)
 	}
 }
+
+// TestDefaultEnvelopeHeadersAreConventions: the list the configuration validates
+// against names exactly the conventions ExtractEnvelope knows, in the default order.
+func TestDefaultEnvelopeHeadersAreConventions(t *testing.T) {
+	want := []string{ConvIIS, ConvEnvelopeTo, ConvOriginalTo, ConvDeliveredTo, ConvXEnvelopeTo, ConvReceived}
+	if !slices.Equal(DefaultEnvelopeHeaders, want) {
+		t.Fatalf("DefaultEnvelopeHeaders = %q, want %q", DefaultEnvelopeHeaders, want)
+	}
+}
