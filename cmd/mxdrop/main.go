@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/mxdrop/mxdrop/configs"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -118,4 +120,17 @@ func subFlags(name string, configPath *string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.StringVar(configPath, "config", *configPath, "configuration file (YAML)")
 	return fs
+}
+
+// parseAndLoad parses a command's flags (which may set *configPath) and loads the
+// configuration. A flag error is returned as it is; a configuration error exits 1.
+func parseAndLoad(fs *flag.FlagSet, args []string, configPath *string) (*configs.Config, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return nil, &exitError{code: 1, err: err}
+	}
+	return cfg, nil
 }

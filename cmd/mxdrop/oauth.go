@@ -22,12 +22,9 @@ func cmdOAuth(configPath string, args []string, stdout, stderr io.Writer) error 
 	switch sub {
 	case "status":
 		fs := subFlags("oauth status", &configPath, stderr)
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		cfg, err := loadConfig(configPath)
+		cfg, err := parseAndLoad(fs, args, &configPath)
 		if err != nil {
-			return &exitError{code: 1, err: err}
+			return err
 		}
 		if err := oauth.Status(stdout, cfg, oauth.NewStore(cfg.StateDir)); err != nil {
 			return &exitError{code: 1, err: err}

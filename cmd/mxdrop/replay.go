@@ -21,12 +21,9 @@ import (
 func cmdReplay(configPath string, args []string, stdout, stderr io.Writer) error {
 	fs := subFlags("replay", &configPath, stderr)
 	connector := fs.String("connector", "", "replay only this connector's ImportFailed/")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(configPath)
+	cfg, err := parseAndLoad(fs, args, &configPath)
 	if err != nil {
-		return &exitError{code: 1, err: err}
+		return err
 	}
 	var conns []configs.Connector
 	for _, c := range cfg.Connectors {

@@ -411,12 +411,9 @@ func watchConfigFile(ctx context.Context, path string, reload chan<- string, log
 
 func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) error {
 	fs := subFlags("check-config", &configPath, stderr)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(configPath)
+	cfg, err := parseAndLoad(fs, args, &configPath)
 	if err != nil {
-		return &exitError{code: 1, err: err}
+		return err
 	}
 	if _, err := build(cfg, zerolog.Nop(), nil, nil, nil); err != nil {
 		return &exitError{code: 1, err: err}
@@ -427,12 +424,9 @@ func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) 
 func cmdExportRecipients(configPath string, args []string, stdout, stderr io.Writer) error {
 	fs := subFlags("export-recipients", &configPath, stderr)
 	format := fs.String("format", "postfix", "postfix | exim | plain")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(configPath)
+	cfg, err := parseAndLoad(fs, args, &configPath)
 	if err != nil {
-		return &exitError{code: 1, err: err}
+		return err
 	}
 	if err := bounce.WriteRecipientMap(stdout, cfg, *format); err != nil {
 		return &exitError{code: 1, err: err}

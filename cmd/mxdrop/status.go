@@ -23,12 +23,9 @@ import (
 func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error {
 	fs := subFlags("status", &configPath, stderr)
 	newest := fs.Int("reasons", 5, "how many of the newest quarantine reasons to show per connector")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(configPath)
+	cfg, err := parseAndLoad(fs, args, &configPath)
 	if err != nil {
-		return &exitError{code: 1, err: err}
+		return err
 	}
 	now := time.Now()
 	fmt.Fprintln(stdout, "Connectors")
