@@ -16,6 +16,9 @@ import (
 func TestSystemdUnitVerifies(t *testing.T) {
 	tool, err := exec.LookPath("systemd-analyze")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-analyze is not installed (Debian package systemd; .ci/run installs it)")
+		}
 		t.Skip("systemd-analyze is not installed")
 	}
 	unit, err := os.ReadFile("../../configs/mxdrop.service")
