@@ -68,10 +68,27 @@ func TestPollersKill9(t *testing.T) {
     idle: false
 `, popHost, popPort, imapHost, imapPort))
 
+	// Each run is killed while the pollers are at work, whatever the speed of the
+	// machine: once the run has delivered something, after a random few milliseconds
+	// more, so that the kill lands anywhere in a batch (mid-fetch, between a delivery and
+	// its state commit, between the commit and the deletion on the server).
+	newCount := func() int {
+		n := 0
+		for _, acct := range []string{"alice", "bob"} {
+			ents, _ := os.ReadDir(filepath.Join(e.mail, acct, "new"))
+			n += len(ents)
+		}
+		return n
+	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for kill := 0; kill < 20; kill++ {
+		before := newCount()
 		p := e.start("run")
-		time.Sleep(time.Duration(50+rng.Intn(250)) * time.Millisecond)
+		deadline := time.Now().Add(30 * time.Second)
+		for newCount() == before && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Duration(rng.Intn(10)) * time.Millisecond)
 		p.kill()
 	}
 	leftPop, leftIMAP := srv.Count(t, "popuser", "INBOX"), srv.Count(t, "imapuser", "INBOX")

@@ -203,10 +203,8 @@ func TestPostfixCheck(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("postfix check: %v: %s", err, out)
 	}
-	for _, line := range strings.Split(s.Log(), "\n") {
-		if strings.Contains(line, "warning:") || strings.Contains(line, "fatal:") || strings.Contains(line, "error:") {
-			t.Errorf("log: %s", line)
-		}
+	for _, line := range s.Problems() {
+		t.Errorf("log: %s", line)
 	}
 }
 
@@ -237,5 +235,21 @@ func TestGroupMembers(t *testing.T) {
 			t.Fatalf("groupMembers(%d) = %v after SIGKILL, want none", pgid, groupMembers(pgid))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestProblemsSkipsHostClockWarnings(t *testing.T) {
+	s := &Server{maillog: filepath.Join(t.TempDir(), "maillog")}
+	log := "Nov 23 01:50:57 mx postfix/cleanup[1665]: warning: file system clock is 1 seconds ahead of local clock\n" +
+		"Nov 23 01:50:57 mx postfix/cleanup[1665]: warning: resetting file time stamps - this hurts performance\n" +
+		"Nov 23 01:50:57 mx postfix/smtpd[1662]: connect from unknown[127.0.0.1]\n" +
+		"Nov 23 01:50:57 mx postfix/smtpd[1662]: warning: unknown smtpd restriction: \"bogus\"\n" +
+		"Nov 23 01:50:58 mx postfix/pipe[1666]: fatal: pipe_command: execvp /nope: No such file or directory\n"
+	if err := os.WriteFile(s.maillog, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Problems()
+	if len(got) != 2 || !strings.Contains(got[0], "bogus") || !strings.Contains(got[1], "execvp") {
+		t.Errorf("Problems() = %q, want the smtpd warning and the pipe fatal line", got)
 	}
 }

@@ -221,6 +221,28 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
+// Problems returns the log lines that report a warning, an error, a fatal error or a
+// panic, except the warnings about the machine rather than the mail: cleanup(8)
+// compares the queue file system's clock with the local one and warns when they differ
+// by a second or more, which happens on overlay and network file systems. A
+// misconfigured template shows up here long before mail goes missing.
+func (s *Server) Problems() []string {
+	var out []string
+	for _, line := range strings.Split(s.Log(), "\n") {
+		if strings.Contains(line, " warning: file system clock is ") ||
+			strings.Contains(line, " warning: resetting file time stamps") {
+			continue
+		}
+		for _, bad := range []string{" warning: ", " error: ", " fatal: ", " panic: "} {
+			if strings.Contains(line, bad) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // DropFolder returns the drop Maildir of a ModeDrop or ModeDropPipe instance: every
 // delivery appears in its new/ subfolder, complete (written in tmp/ and renamed). The
 // files belong to DeliveryUID with mode 0600. It returns "" in ModeSink.
