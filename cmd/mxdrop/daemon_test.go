@@ -102,47 +102,60 @@ func TestCrashKill9(t *testing.T) {
 
 	want := map[string]map[string]int{"alice": {}, "bob": {}, "carol": {}}
 	var wantFailed int
-	produced := make(chan struct{})
-	go func() {
-		defer close(produced)
-		for i := 0; i < total; i++ {
-			id := fmt.Sprintf("crash-%d@test", i)
-			var data []byte
-			switch i % 10 {
-			case 0:
-				data = msg(id, "X-Original-To", "nobody@example.com") // quarantined
-			case 1, 2, 3:
-				data = msg(id, "Envelope-to", "alice@example.com", "bob@example.com", "carol@example.org")
-			default:
-				data = msg(id, "X-Original-To", []string{"alice@example.com", "bob@example.com", "carol@example.org"}[i%3])
-			}
-			dropFile(t, e.drop, fmt.Sprintf("m%05d", i), data)
-			if i%50 == 0 {
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-	}()
-	for i := 0; i < total; i++ {
+	produce := func(i int) {
 		id := fmt.Sprintf("crash-%d@test", i)
+		var data []byte
 		switch i % 10 {
 		case 0:
+			data = msg(id, "X-Original-To", "nobody@example.com") // quarantined
 			wantFailed++
 		case 1, 2, 3:
+			data = msg(id, "Envelope-to", "alice@example.com", "bob@example.com", "carol@example.org")
 			want["alice"][id], want["bob"][id], want["carol"][id] = 1, 1, 1
 		default:
+			data = msg(id, "X-Original-To", []string{"alice@example.com", "bob@example.com", "carol@example.org"}[i%3])
 			want[[]string{"alice", "bob", "carol"}[i%3]][id] = 1
 		}
+		dropFile(t, e.drop, fmt.Sprintf("m%05d", i), data)
+	}
+	// handled counts what the daemon has finished with: deliveries and quarantines.
+	handled := func() int {
+		n := 0
+		for _, d := range []string{"alice/new", "bob/new", "carol/new"} {
+			ents, _ := os.ReadDir(filepath.Join(e.mail, d))
+			n += len(ents)
+		}
+		ents, _ := os.ReadDir(filepath.Join(e.drop, "ImportFailed"))
+		return n + len(ents)
 	}
 
-	kills, recovered := 0, 0
-	for kills < 20 {
+	// Each of the 20 runs gets its share of the messages, half before it starts and
+	// half while it runs, and is killed a few milliseconds after it finished with its
+	// first file, whatever the speed of the machine: so the kills land while files are
+	// claimed, half delivered or half quarantined.
+	const kills = 20
+	perRun := total / kills
+	recovered := 0
+	for k := 0; k < kills; k++ {
+		for i := k * perRun; i < k*perRun+perRun/2; i++ {
+			produce(i)
+		}
+		before := handled()
 		p := e.start("run")
-		time.Sleep(time.Duration(50+rng.Intn(250)) * time.Millisecond)
+		for i := k*perRun + perRun/2; i < (k+1)*perRun; i++ {
+			produce(i)
+			if i%10 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for handled() == before && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Duration(rng.Intn(10)) * time.Millisecond)
 		p.kill()
-		kills++
 		recovered += strings.Count(p.Logs(), "recovering claimed file")
 	}
-	<-produced
 	p := e.start("run")
 	p.waitLog(t, "mxdrop started", 10*time.Second)
 	waitUntil(t, "drop folder drained", 120*time.Second, func() bool {
