@@ -24,8 +24,9 @@ type Config struct {
 	// StateDir holds work folders, poller UID state, OAuth tokens and the bounce outbox
 	// (default ./var/state, relative to the configuration file's folder).
 	StateDir string `yaml:"state_dir"`
-	// Workers is the number of concurrent imports (default 16: imports are fsync-bound,
-	// and concurrent fsyncs share journal commits).
+	// Workers is the number of concurrent imports of each connector and of each
+	// poller's batch (default 16: imports are fsync-bound, and concurrent fsyncs share
+	// journal commits).
 	Workers int `yaml:"workers"`
 
 	Log     Log     `yaml:"log"`

@@ -42,6 +42,9 @@ type Message struct {
 	// Envelope, when not nil, is the envelope the source knows; otherwise it is read
 	// from the header block.
 	Envelope *Envelope
+	// Header, when not nil, is the message's header block as ReadHeader parsed it from
+	// Open's bytes (the source read it already); the importer does not read it again.
+	Header *Header
 	// Recovered marks a message whose earlier import may have been interrupted (a
 	// claim found at start-up, a retry after a transient error, a UID left in flight).
 	// Before each delivery the target Maildir is searched for the delivery's file name
@@ -171,7 +174,10 @@ func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
 		res.Detail = fmt.Sprintf("message of %d bytes is larger than max_message_size %d", msg.Size, im.opts.MaxMessageSize)
 		return res, nil
 	}
-	h, err := im.readHeader(msg)
+	h, err := msg.Header, error(nil)
+	if h == nil {
+		h, err = im.readHeader(msg)
+	}
 	if err != nil {
 		var ie *InputError
 		if errors.As(err, &ie) {

@@ -900,3 +900,35 @@ func TestNewRejectsAccountWithoutMaildir(t *testing.T) {
 		t.Fatalf("err = %v, want one naming the account", err)
 	}
 }
+
+// TestImportGivenHeader checks that a header the source parsed already is used as is:
+// the copy comes out the same as when the importer reads the header itself, and the
+// header is not read from the message again.
+func TestImportGivenHeader(t *testing.T) {
+	root := t.TempDir()
+	in := []byte(lf("Delivered-To: alice@example.com", "Received: from x by mx.example.com; Tue, 2 Jan 2024 09:15:01 +0000",
+		"From: bob@example.org", "To: alice@example.com", "Subject: given header", "", "body", ""))
+	var copies [][]byte
+	for i, given := range []bool{false, true} {
+		dir := filepath.Join(root, itoa(int64(i)))
+		im := newImporter(t, Options{Accounts: []configs.Account{account(dir, "alice@example.com")}, Domains: []string{"example.com"}})
+		msg := bytesMessage("given", in)
+		opens := 0
+		open := msg.Open
+		msg.Open = func() (io.ReadCloser, error) { opens++; return open() }
+		if given {
+			msg.Header = parse(t, string(in))
+		}
+		res, err := im.Import(context.Background(), msg)
+		if err != nil || res.Outcome != OutcomeDelivered {
+			t.Fatalf("given %v: %v %+v", given, err, res)
+		}
+		if want := map[bool]int{false: 2, true: 1}[given]; opens != want {
+			t.Errorf("given %v: message opened %d times, want %d", given, opens, want)
+		}
+		copies = append(copies, onlyCopy(t, filepath.Join(dir, "mail", "alice")))
+	}
+	if !bytes.Equal(copies[0], copies[1]) {
+		t.Errorf("copies differ:\n%s\n---\n%s", copies[0], copies[1])
+	}
+}

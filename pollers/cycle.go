@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
+	"sync"
 	"time"
+
+	"github.com/mxdrop/mxdrop/importer"
 )
 
 // Batch limits: one batch is fetched, marked in flight in one transaction, imported,
@@ -311,7 +313,7 @@ func (p *Poller) batch(ctx context.Context, state *State, sp *spool, f folder, i
 	got, ferr := f.fetch(ctx, msgs, sp)
 	defer func() {
 		for _, g := range got {
-			os.Remove(g.path)
+			sp.release(g)
 		}
 	}()
 	st.Fetched = len(got)
@@ -342,11 +344,9 @@ func (p *Poller) batch(ctx context.Context, state *State, sp *spool, f folder, i
 	ictx := context.WithoutCancel(ctx)
 	done := make(map[string]Entry, len(got))
 	dups := map[string]int64{}
-	pending := map[string]bool{} // dup keys of this batch, not yet in the state
 	var del []remoteMsg
-	for _, g := range got {
-		it := byKey[g.m.Key]
-		d := p.deliver(ictx, state, f, g, it.recovered, pending)
+	for i, d := range p.importBatch(ictx, state, f, got, byKey) {
+		g := got[i]
 		switch d.kind {
 		case kindRetry:
 			st.Errors++
@@ -358,12 +358,11 @@ func (p *Poller) batch(ctx context.Context, state *State, sp *spool, f folder, i
 		case kindDuplicate:
 			st.Duplicates++
 		}
-		e := it.entry
+		e := byKey[g.m.Key].entry
 		e.Status, e.Done, e.MessageID = StatusDone, now, d.messageID
 		done[g.m.Key] = e
 		for _, k := range d.dups {
 			dups[k] = now
-			pending[k] = true
 		}
 		if p.deleteDue(e, p.now()) {
 			del = append(del, g.m)
@@ -388,6 +387,69 @@ func (p *Poller) batch(ctx context.Context, state *State, sp *spool, f folder, i
 		}
 	}
 	return st, nil
+}
+
+// importBatch imports a batch's messages and returns what became of each, in the order
+// of got. Each header is parsed once. Messages that share a Message-ID are imported in
+// their order by one worker, since each one's duplicate check depends on the ones
+// before; the rest are imported side by side by up to p.workers workers, so that their
+// deliveries share directory fsyncs and journal commits.
+func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []spooled, byKey map[string]*item) []delivery {
+	type parsed struct {
+		h   *importer.Header
+		mid string
+	}
+	heads := make([]parsed, len(got))
+	var groups [][]int
+	byMID := map[string]int{}
+	for i, g := range got {
+		h, mid := spoolHeader(g)
+		heads[i] = parsed{h, mid}
+		if gi, ok := byMID[mid]; ok && mid != "" {
+			groups[gi] = append(groups[gi], i)
+			continue
+		}
+		byMID[mid] = len(groups)
+		groups = append(groups, []int{i})
+	}
+	out := make([]delivery, len(got))
+	work := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(p.workers, len(groups)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for grp := range work {
+				pending := map[string]bool{}
+				for _, i := range grp {
+					g := got[i]
+					out[i] = p.deliverSafe(ctx, state, f, g, heads[i].h, heads[i].mid, byKey[g.m.Key].recovered, pending)
+					for _, k := range out[i].dups {
+						pending[k] = true
+					}
+				}
+			}
+		}()
+	}
+	for _, grp := range groups {
+		work <- grp
+	}
+	close(work)
+	wg.Wait()
+	return out
+}
+
+// deliverSafe is deliver in an import worker: a panic fails the one message (it stays
+// on the server and is retried) rather than the process.
+func (p *Poller) deliverSafe(ctx context.Context, state *State, f folder, g spooled, h *importer.Header, mid string, recovered bool, pending map[string]bool) (d delivery) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error().Str("uid", g.m.Key).Str("file", f.label(g.m)).Str("outcome", kindRetry).
+				Str("error", fmt.Sprintf("panic in import: %v", r)).Msg("message")
+			d = delivery{kind: kindRetry}
+		}
+	}()
+	return p.deliver(ctx, state, f, g, h, mid, recovered, pending)
 }
 
 // renumber carries a folder's state across a change of UIDVALIDITY (the server

@@ -37,21 +37,19 @@ type delivery struct {
 // pair delivered within duplicate_window is not delivered again, and a (Message-ID,
 // failed recipient) pair is not bounced again. Providers that keep one copy per
 // recipient, each naming every recipient, would otherwise deliver N copies to each.
-func (p *Poller) deliver(ctx context.Context, state *State, f folder, g spooled, recovered bool, pending map[string]bool) delivery {
+//
+// h is the message's parsed header block, nil when it has none (the importer then
+// rejects it with its reason); mid its Message-ID. pending holds the dup keys recorded
+// by earlier messages of the batch with the same Message-ID, not yet in the state.
+func (p *Poller) deliver(ctx context.Context, state *State, f folder, g spooled, h *importer.Header, mid string, recovered bool, pending map[string]bool) delivery {
 	start := time.Now()
 	l := p.log.With().Str("uid", g.m.Key).Logger()
 	msg := importer.Message{
 		ID: f.id(g.m), Name: f.label(g.m), Size: g.size, Arrived: g.m.Arrived, Recovered: recovered,
-		Open: func() (io.ReadCloser, error) { return os.Open(g.path) },
+		Open: g.open, Header: h,
 	}
-	h := readSpoolHeader(g.path)
 	if msg.Arrived.IsZero() {
 		msg.Arrived = arrivedFromHeader(h)
-	}
-	var mid string
-	if h != nil {
-		mid, _ = h.Get("message-id")
-		mid = strings.TrimSpace(mid)
 	}
 	if mid != "" {
 		env, filtered, all, err := p.filterDups(state, h, mid, pending)
@@ -185,7 +183,7 @@ func (p *Poller) quarantine(f folder, g spooled, msg importer.Message, res impor
 			return nil
 		}
 	}
-	r, err := os.Open(g.path)
+	r, err := g.open()
 	if err != nil {
 		return err
 	}
@@ -223,19 +221,27 @@ func sanitize(s string) string {
 	return string(b)
 }
 
-// readSpoolHeader parses a spooled message's header block; nil when it is not one (the
-// importer then rejects the message with its reason).
-func readSpoolHeader(path string) *importer.Header {
-	f, err := os.Open(path)
+// spoolHeader parses a spooled message's header block and returns it with its
+// Message-ID; nil when it is not one (the importer then rejects the message with its
+// reason).
+func spoolHeader(g spooled) (*importer.Header, string) {
+	r, err := g.open()
 	if err != nil {
-		return nil
+		return nil, ""
 	}
-	defer f.Close()
-	h, err := importer.ReadHeader(bufio.NewReaderSize(f, 64<<10))
+	defer r.Close()
+	// The importer reads through 64 KiB; a buffer that holds a smaller message whole
+	// parses it the same way.
+	size := 64 << 10
+	if g.path == "" {
+		size = min(size, max(len(g.data), 16))
+	}
+	h, err := importer.ReadHeader(bufio.NewReaderSize(r, size))
 	if err != nil {
-		return nil
+		return nil, ""
 	}
-	return h
+	mid, _ := h.Get("message-id")
+	return h, strings.TrimSpace(mid)
 }
 
 // arrivedFromHeader returns when the provider received a message that its protocol

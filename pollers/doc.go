@@ -36,13 +36,15 @@
 // (inflight, done, too_large), the time it was first seen, its Message-ID and size; and
 // the (Message-ID, account) pairs delivered within duplicate_window. Entries of messages
 // gone from the server are dropped by the next cycle. Fetched messages wait in
-// state_dir/pollers/<name>/spool/ (not fsynced: a crash refetches them) while they are
+// memory (up to 1 MiB each and 16 MiB a batch; larger ones in
+// state_dir/pollers/<name>/spool/, not fsynced: a crash refetches them) while they are
 // imported; quarantined ones go to state_dir/ImportFailed/<name>/ with their reason.
 //
 // # Crash safety
 //
 // A batch (at most 50 messages, 32 MiB) goes: fetch into the spool; mark in flight (one
-// transaction); import; mark done with the Message-ID keys (one transaction); delete at
+// transaction); import (side by side, up to `workers` at once; messages sharing a
+// Message-ID in their order, one after the other); mark done with the Message-ID keys (one transaction); delete at
 // the server. kill -9 anywhere loses nothing: before "in flight" nothing happened; an
 // entry found in flight is imported again with Message.Recovered set, and the importer
 // skips every delivery already in the Maildir, found by its file name, which derives

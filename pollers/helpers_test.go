@@ -96,7 +96,9 @@ func newEnv(t *testing.T, addresses ...string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, clock: newFakeClock(), log: &logBuffer{}, bouncer: &recordingBouncer{}}
-	e.cfg = &configs.Config{StateDir: filepath.Join(dir, "state")}
+	// Several import workers, as in a loaded configuration, so that the tests (and the
+	// race detector) see a batch imported concurrently.
+	e.cfg = &configs.Config{StateDir: filepath.Join(dir, "state"), Workers: 8}
 	for _, a := range addresses {
 		e.cfg.Accounts = append(e.cfg.Accounts, configs.Account{Address: a, Maildir: e.maildir(a)})
 	}

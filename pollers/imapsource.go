@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -114,43 +113,38 @@ func (f *imapFolder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 	for _, m := range msgs {
 		byUID[m.Num] = m
 	}
-	discard := func(w *lfWriter) {
-		w.f.Close()
-		os.Remove(w.f.Name())
-	}
 	err := f.s.c.FetchBodies(nums(msgs),
-		func(seq uint32) (io.Writer, error) {
+		func(seq uint32, size int64) (io.Writer, error) {
 			if old := files[seq]; old != nil {
-				discard(old)
+				old.w.discard()
 			}
-			fl, err := sp.create()
-			if err != nil {
-				return nil, err
-			}
-			files[seq] = &lfWriter{f: fl}
+			// The UID may follow the body: the message is filled in by done.
+			files[seq] = &lfWriter{w: sp.create(remoteMsg{Size: size})}
 			return files[seq], nil
 		},
 		func(seq, uid uint32, _ int64) error {
-			w := files[seq]
+			l := files[seq]
 			delete(files, seq)
 			m, ok := byUID[uid]
 			if !ok {
-				discard(w) // not asked for
+				l.w.discard() // not asked for
 				return nil
 			}
-			err := w.flush()
-			if cerr := w.f.Close(); err == nil {
-				err = cerr
+			l.w.m = m
+			err := l.flush()
+			g, ferr := l.w.finish()
+			if err == nil {
+				err = ferr
 			}
 			if err != nil {
-				os.Remove(w.f.Name())
+				sp.release(g)
 				return fmt.Errorf("spool: %w", err)
 			}
-			done[uid] = spooled{m: m, path: w.f.Name(), size: w.n}
+			done[uid] = g
 			return nil
 		})
-	for _, w := range files { // incomplete messages
-		discard(w)
+	for _, l := range files { // incomplete messages
+		l.w.discard()
 	}
 	out := make([]spooled, 0, len(done))
 	for _, m := range msgs {
@@ -205,9 +199,8 @@ func (f *imapFolder) done() {
 // messages with CRLF, Maildir files have LF (the POP3 client converts the same way). A
 // bare CR is kept.
 type lfWriter struct {
-	f   *os.File
-	n   int64 // bytes written
-	cr  bool  // the previous chunk ended in a CR not yet written
+	w   *spoolWriter
+	cr  bool // the previous chunk ended in a CR not yet written
 	buf []byte
 }
 
@@ -227,9 +220,7 @@ func (l *lfWriter) Write(p []byte) (int, error) {
 		out = append(out, c)
 	}
 	l.buf = out
-	n, err := l.f.Write(out)
-	l.n += int64(n)
-	if err != nil {
+	if _, err := l.w.Write(out); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -241,8 +232,7 @@ func (l *lfWriter) flush() error {
 		return nil
 	}
 	l.cr = false
-	n, err := l.f.Write([]byte{'\r'})
-	l.n += int64(n)
+	_, err := l.w.Write([]byte{'\r'})
 	return err
 }
 

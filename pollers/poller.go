@@ -69,6 +69,7 @@ type Poller struct {
 	failedDir string // state_dir/ImportFailed/<name>
 	im        *importer.Importer
 	deliverTo string // normalised deliver_to in single mode
+	workers   int    // concurrent imports within a batch
 	tls       *tls.Config
 	deps      Deps
 	now       func() time.Time
@@ -175,6 +176,10 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 	if stateDir == "" {
 		stateDir = filepath.Join("var", "state")
 	}
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = 1
+	}
 	return &Poller{
 		name:      p.Name,
 		cfg:       p,
@@ -183,6 +188,7 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 		failedDir: filepath.Join(stateDir, importer.FailedFolder, p.Name),
 		im:        im,
 		deliverTo: deliverTo,
+		workers:   workers,
 		tls:       tc,
 		deps:      deps,
 		now:       now,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sort"
 
@@ -162,19 +161,12 @@ func (f *pop3Folder) retr(m remoteMsg, sp *spool) (spooled, error) {
 		return spooled{}, err
 	}
 	defer r.Close()
-	fl, err := sp.create()
-	if err != nil {
-		return spooled{}, err
-	}
-	n, err := io.Copy(fl, r)
-	if cerr := fl.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("spool: %w", cerr)
-	}
-	if err != nil {
-		os.Remove(fl.Name())
+	w := sp.create(m)
+	if _, err := io.Copy(w, r); err != nil {
+		w.discard()
 		return spooled{}, fmt.Errorf("retr %d: %w", m.Num, err)
 	}
-	return spooled{m: m, path: fl.Name(), size: n}, nil
+	return w.finish()
 }
 
 // remove marks msgs deleted; QUIT removes them when the session ends.

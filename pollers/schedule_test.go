@@ -2,7 +2,6 @@ package pollers
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 )
@@ -66,37 +65,5 @@ func TestSleepCancel(t *testing.T) {
 	}
 	if !sleep(context.Background(), time.Millisecond) {
 		t.Fatal("sleep did not report a completed wait")
-	}
-}
-
-func TestLFWriter(t *testing.T) {
-	for _, tc := range []struct {
-		chunks []string
-		want   string
-	}{
-		{[]string{"a\r\nb\r\n"}, "a\nb\n"},
-		{[]string{"a\r", "\nb"}, "a\nb"},
-		{[]string{"a\rb"}, "a\rb"},
-		{[]string{"a\r", "b\r"}, "a\rb\r"},
-		{[]string{"\r\n\r\n", "\r", "\r\n"}, "\n\n\r\n"},
-	} {
-		f, err := os.CreateTemp(t.TempDir(), "lf")
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := &lfWriter{f: f}
-		for _, c := range tc.chunks {
-			if n, err := w.Write([]byte(c)); err != nil || n != len(c) {
-				t.Fatalf("Write(%q) = %d, %v", c, n, err)
-			}
-		}
-		if err := w.flush(); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		got, _ := os.ReadFile(f.Name())
-		if string(got) != tc.want || w.n != int64(len(tc.want)) {
-			t.Errorf("%q: got %q (n %d), want %q", tc.chunks, got, w.n, tc.want)
-		}
 	}
 }

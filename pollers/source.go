@@ -2,13 +2,7 @@ package pollers
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 	"time"
-
-	"github.com/mxdrop/mxdrop/importer/durable"
 )
 
 // remoteMsg is one message of a remote folder as a listing shows it.
@@ -69,50 +63,4 @@ type folder interface {
 // fetching them, to carry state across a change of UIDVALIDITY.
 type renumberer interface {
 	messageIDs(ctx context.Context, msgs []remoteMsg) (map[string]string, error)
-}
-
-// spool holds fetched messages on disk while they are imported: the importer opens a
-// message more than once. Spool files need no fsync: a crash before their import is
-// durable fetches them again.
-type spool struct {
-	dir string
-	n   int
-}
-
-// spooled is a message downloaded completely into a spool file.
-type spooled struct {
-	m    remoteMsg
-	path string
-	size int64
-}
-
-func newSpool(dir string) (*spool, error) {
-	if err := durable.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
-	}
-	return &spool{dir: dir}, nil
-}
-
-// create returns a new empty spool file.
-func (s *spool) create() (*os.File, error) {
-	s.n++
-	f, err := os.OpenFile(filepath.Join(s.dir, strconv.Itoa(s.n)+".eml"), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("create spool file: %w", err)
-	}
-	return f, nil
-}
-
-// clean removes every spool file: the leftovers of an interrupted cycle.
-func (s *spool) clean() error {
-	ents, err := os.ReadDir(s.dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -270,13 +270,13 @@ func (c *Client) MessageIDs(uids []uint32) (map[uint32]string, error) {
 }
 
 // FetchBodies streams the whole of each message in uids (UID FETCH ... BODY.PEEK[]).
-// For each message the server sends, open is called with its sequence number and
-// returns where its bytes go; once the message is complete, done is called with the
+// For each message the server sends, open is called with its sequence number and its
+// size as the server sends it (CRLF line endings) and returns where its bytes go; once the message is complete, done is called with the
 // sequence number, its UID and the byte count. (The UID is not required to precede the
 // body in a FETCH response, hence the two steps.) A message the server no longer has
 // is skipped. An error of open, done or the connection stops the fetch and is
 // returned; messages already passed to done are complete.
-func (c *Client) FetchBodies(uids []uint32, open func(seq uint32) (io.Writer, error), done func(seq, uid uint32, n int64) error) error {
+func (c *Client) FetchBodies(uids []uint32, open func(seq uint32, size int64) (io.Writer, error), done func(seq, uid uint32, n int64) error) error {
 	cmd := c.c.Fetch(uidSet(uids), &goimap.FetchOptions{
 		UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
 	})
@@ -301,7 +301,7 @@ func (c *Client) FetchBodies(uids []uint32, open func(seq uint32) (io.Writer, er
 				if it.Literal == nil {
 					continue // NIL body: nothing to store
 				}
-				w, err := open(msg.SeqNum)
+				w, err := open(msg.SeqNum, it.Literal.Size())
 				if err != nil {
 					return err
 				}

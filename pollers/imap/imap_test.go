@@ -92,7 +92,10 @@ func TestFetchAndDelete(t *testing.T) {
 	bufs := map[uint32]*bytes.Buffer{}
 	got := map[uint32]string{}
 	err = c.FetchBodies(uids,
-		func(seq uint32) (io.Writer, error) {
+		func(seq uint32, size int64) (io.Writer, error) {
+			if size <= 0 {
+				t.Errorf("message %d: size %d", seq, size)
+			}
 			bufs[seq] = &bytes.Buffer{}
 			return bufs[seq], nil
 		},
