@@ -241,17 +241,10 @@ func (p *Poller) folderCycle(ctx context.Context, state *State, sp *spool, f fol
 		}
 		*budget -= len(fetch)
 	}
-	for len(fetch) > 0 {
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
-		n := batchLen(fetch)
-		bst, err := p.batch(ctx, state, sp, f, fetch[:n])
-		st.add(bst)
-		if err != nil {
-			return st, err
-		}
-		fetch = fetch[n:]
+	bst, err := p.batches(ctx, state, sp, f, fetch)
+	st.add(bst)
+	if err != nil {
+		return st, err
 	}
 	if !ss.Complete && st.Pending == 0 && st.Errors == 0 {
 		yes := true
@@ -290,10 +283,10 @@ func batchLen(items []item) int {
 	return len(items)
 }
 
-// batch fetches, imports and acknowledges items. The order is what makes a crash at any
-// point harmless:
+// batches fetches, imports and acknowledges items in batches. The order is what makes
+// a crash at any point harmless:
 //
-//  1. fetch into the spool (a crash: nothing happened yet);
+//  1. fetch a batch into the spool (a crash: nothing happened yet);
 //  2. mark the fetched messages in flight, one transaction (a crash from here to 4:
 //     they are imported again as Recovered, and the importer skips every delivery
 //     already in the Maildir);
@@ -302,91 +295,188 @@ func batchLen(items []item) int {
 //     they are never fetched again, and deleted by the next cycle as keep says);
 //  5. delete the server copies that keep does not keep.
 //
-// A connection lost in step 1 still imports the messages that arrived complete.
-func (p *Poller) batch(ctx context.Context, state *State, sp *spool, f folder, items []item) (st CycleStats, err error) {
-	msgs := make([]remoteMsg, len(items))
-	byKey := make(map[string]*item, len(items))
-	for i := range items {
-		msgs[i] = items[i].m
-		byKey[items[i].m.Key] = &items[i]
-	}
-	got, ferr := f.fetch(ctx, msgs, sp)
+// Steps 3 and 4 of one batch run while the next batch is fetched, so that the
+// connection and the disk work at the same time; the connection is used by this
+// goroutine only. A connection lost in step 1 still imports the messages that arrived
+// complete; after a failed fetch the connection is not used again.
+func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder, items []item) (st CycleStats, err error) {
+	var prev *batchRun // being imported
 	defer func() {
-		for _, g := range got {
-			sp.release(g)
+		if prev != nil { // an early return: let the import finish, as a shutdown would
+			prev.wait()
+			st.add(prev.st)
+			prev.release(sp)
 		}
 	}()
-	st.Fetched = len(got)
+	for len(items) > 0 || prev != nil {
+		var next *batchRun
+		var ferr error
+		if len(items) > 0 {
+			if ferr = ctx.Err(); ferr == nil {
+				n := batchLen(items)
+				next, ferr = p.fetchBatch(ctx, state, sp, f, items[:n])
+				items = items[n:]
+			}
+		}
+		if prev != nil {
+			perr := prev.wait()
+			st.add(prev.st)
+			if perr == nil && ferr == nil {
+				perr = p.ack(ctx, f, prev, &st)
+			}
+			prev.release(sp)
+			prev = nil
+			if perr != nil {
+				ferr = errors.Join(perr, ferr)
+			}
+		}
+		if next == nil {
+			if ferr != nil {
+				return st, ferr
+			}
+			continue
+		}
+		next.start(p, state, f)
+		if ferr != nil {
+			// The connection is most likely gone: import what arrived, and let the
+			// next cycle delete what is due.
+			next.wait()
+			st.add(next.st)
+			next.release(sp)
+			return st, ferr
+		}
+		prev = next
+	}
+	return st, nil
+}
+
+// batchRun is one batch between its fetch and its acknowledgement.
+type batchRun struct {
+	got   []spooled
+	byKey map[string]*item
+	now   int64
+	st    CycleStats
+	del   []remoteMsg // handled messages to delete from the server
+	err   error
+	done  chan struct{}
+}
+
+// fetchBatch is steps 1 and 2: it fetches items and marks what arrived in flight. It
+// returns nil when nothing arrived; the error is the fetch's or the state's. A batch
+// whose in-flight mark failed is not returned: it must not be imported.
+func (p *Poller) fetchBatch(ctx context.Context, state *State, sp *spool, f folder, items []item) (*batchRun, error) {
+	msgs := make([]remoteMsg, len(items))
+	b := &batchRun{byKey: make(map[string]*item, len(items)), now: p.now().Unix()}
+	for i := range items {
+		msgs[i] = items[i].m
+		b.byKey[items[i].m.Key] = &items[i]
+	}
+	got, ferr := f.fetch(ctx, msgs, sp)
 	if ferr != nil {
 		ferr = fmt.Errorf("fetch: %w", ferr)
 	}
 	if len(got) == 0 {
-		return st, ferr
+		return nil, ferr
 	}
-
-	now := p.now().Unix()
+	b.got, b.st.Fetched = got, len(got)
 	inflight := make(map[string]Entry, len(got))
 	for _, g := range got {
-		it := byKey[g.m.Key]
+		it := b.byKey[g.m.Key]
 		e := it.entry
 		if !it.known {
-			e = Entry{First: now}
+			e = Entry{First: b.now}
 		}
 		e.Status, e.Size = StatusInFlight, g.m.Size
 		inflight[g.m.Key], it.entry = e, e
 	}
 	if err := state.Apply(f.scope(), Change{Put: inflight}); err != nil {
-		return st, fmt.Errorf("mark in flight: %w", err)
+		b.release(sp)
+		// The fetch counts: the messages stay on the server and are fetched again.
+		return nil, errors.Join(fmt.Errorf("mark in flight: %w", err), ferr)
 	}
+	return b, ferr
+}
 
-	// The imports are local work: they finish even when ctx is cancelled, so that a
-	// shutdown does not leave a batch half done.
-	ictx := context.WithoutCancel(ctx)
-	done := make(map[string]Entry, len(got))
+// start runs steps 3 and 4 in the background. The imports are local work: they finish
+// even when the cycle's context is cancelled, so that a shutdown does not leave a
+// batch half done.
+func (b *batchRun) start(p *Poller, state *State, f folder) {
+	b.done = make(chan struct{})
+	go func() {
+		defer close(b.done)
+		defer func() {
+			if r := recover(); r != nil {
+				b.err = fmt.Errorf("panic in batch import: %v", r)
+				b.st.Errors++
+			}
+		}()
+		b.err = p.importAndMark(state, f, b)
+	}()
+}
+
+// wait waits for start's work and returns its error.
+func (b *batchRun) wait() error {
+	<-b.done
+	return b.err
+}
+
+// release gives back the spool's memory and files.
+func (b *batchRun) release(sp *spool) {
+	for _, g := range b.got {
+		sp.release(g)
+	}
+	b.got = nil
+}
+
+// importAndMark is steps 3 and 4.
+func (p *Poller) importAndMark(state *State, f folder, b *batchRun) error {
+	done := make(map[string]Entry, len(b.got))
 	dups := map[string]int64{}
-	var del []remoteMsg
-	for i, d := range p.importBatch(ictx, state, f, got, byKey) {
-		g := got[i]
+	for i, d := range p.importBatch(context.Background(), state, f, b.got, b.byKey) {
+		g := b.got[i]
 		switch d.kind {
 		case kindRetry:
-			st.Errors++
+			b.st.Errors++
 			continue
 		case kindDelivered:
-			st.Delivered++
+			b.st.Delivered++
 		case kindQuarantined:
-			st.Quarantined++
+			b.st.Quarantined++
 		case kindDuplicate:
-			st.Duplicates++
+			b.st.Duplicates++
 		}
-		e := byKey[g.m.Key].entry
-		e.Status, e.Done, e.MessageID = StatusDone, now, d.messageID
+		e := b.byKey[g.m.Key].entry
+		e.Status, e.Done, e.MessageID = StatusDone, b.now, d.messageID
 		done[g.m.Key] = e
 		for _, k := range d.dups {
-			dups[k] = now
+			dups[k] = b.now
 		}
 		if p.deleteDue(e, p.now()) {
-			del = append(del, g.m)
+			b.del = append(b.del, g.m)
 		} else {
-			st.Kept++
+			b.st.Kept++
 		}
 	}
 	if len(done) > 0 {
 		if err := state.Apply(f.scope(), Change{Put: done, Dups: dups}); err != nil {
-			return st, fmt.Errorf("mark done: %w", err)
+			b.del = nil
+			return fmt.Errorf("mark done: %w", err)
 		}
 	}
-	if ferr != nil {
-		// The connection is most likely gone: the next cycle deletes what is due.
-		return st, ferr
+	return nil
+}
+
+// ack is step 5.
+func (p *Poller) ack(ctx context.Context, f folder, b *batchRun, st *CycleStats) error {
+	if len(b.del) == 0 {
+		return nil
 	}
-	if len(del) > 0 {
-		n, err := f.remove(ctx, del)
-		st.Deleted += n
-		if err != nil {
-			return st, fmt.Errorf("delete: %w", err)
-		}
+	n, err := f.remove(ctx, b.del)
+	st.Deleted += n
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
 	}
-	return st, nil
+	return nil
 }
 
 // importBatch imports a batch's messages and returns what became of each, in the order

@@ -133,56 +133,62 @@ func (f *pop3Folder) describe(ctx context.Context, msgs []remoteMsg) ([]remoteMs
 	return msgs, nil
 }
 
-// fetch is one RETR per message, streamed into the spool.
+// fetch is one RETR per message, pipelined where the server allows it, each streamed
+// into the spool.
 func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]spooled, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	nums := make([]int, len(msgs))
+	for i, m := range msgs {
+		nums[i] = int(m.Num)
+	}
 	var out []spooled
-	for _, m := range msgs {
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		g, err := f.retr(m, sp)
-		if err != nil {
-			var pe *pop3.Error
-			if errors.As(err, &pe) && !pe.Temporary() {
-				// No such message any more (another session took it): nothing to fetch.
-				f.s.p.log.Debug().Err(err).Str("uid", m.Key).Msg("message vanished")
-				continue
+	err := f.s.c.RetrAll(nums, func(i int, r io.Reader, refused *pop3.Error) error {
+		m := msgs[i]
+		if refused != nil {
+			if refused.Temporary() {
+				return fmt.Errorf("retr %d: %w", m.Num, refused)
 			}
-			return out, err
+			// No such message any more (another session took it): nothing to fetch.
+			f.s.p.log.Debug().Err(refused).Str("uid", m.Key).Msg("message vanished")
+			return nil
+		}
+		w := sp.create(m)
+		if _, err := io.Copy(w, r); err != nil {
+			w.discard()
+			return fmt.Errorf("retr %d: %w", m.Num, err)
+		}
+		g, err := w.finish()
+		if err != nil {
+			return err
 		}
 		out = append(out, g)
-	}
-	return out, nil
+		return ctx.Err()
+	})
+	return out, err
 }
 
-func (f *pop3Folder) retr(m remoteMsg, sp *spool) (spooled, error) {
-	r, err := f.s.c.Retr(int(m.Num))
-	if err != nil {
-		return spooled{}, err
-	}
-	defer r.Close()
-	w := sp.create(m)
-	if _, err := io.Copy(w, r); err != nil {
-		w.discard()
-		return spooled{}, fmt.Errorf("retr %d: %w", m.Num, err)
-	}
-	return w.finish()
-}
-
-// remove marks msgs deleted; QUIT removes them when the session ends.
+// remove marks msgs deleted, pipelined where the server allows it; QUIT removes them
+// when the session ends.
 func (f *pop3Folder) remove(ctx context.Context, msgs []remoteMsg) (int, error) {
-	n := 0
-	for _, m := range msgs {
-		if err := f.s.c.Dele(int(m.Num)); err != nil {
-			var pe *pop3.Error
-			if errors.As(err, &pe) && !pe.Temporary() {
-				continue // already gone or marked
-			}
-			return n, err
-		}
-		n++
-		f.s.marks++
+	nums := make([]int, len(msgs))
+	for i, m := range msgs {
+		nums[i] = int(m.Num)
 	}
+	refused, err := f.s.c.DeleAll(nums)
+	if err != nil {
+		// How many were marked before the connection broke is unknown; their state
+		// says they are handled, so the next cycle deletes them again.
+		return 0, err
+	}
+	n := 0
+	for _, e := range refused {
+		if e == nil {
+			n++ // a refused one is already gone or marked
+		}
+	}
+	f.s.marks += n
 	return n, nil
 }
 

@@ -79,7 +79,7 @@ func uidls(t *testing.T, c *Client) []MessageUID {
 }
 
 func TestDovecot(t *testing.T) {
-	s := startDovecot(t, "plain", "starttls", "implicit", "wrongpw", "uidl", "retr", "dele", "keep", "big", "mech")
+	s := startDovecot(t, "plain", "starttls", "implicit", "wrongpw", "uidl", "retr", "dele", "keep", "big", "mech", "pipe")
 	ctx := context.Background()
 
 	t.Run("plaintext", func(t *testing.T) {
@@ -325,6 +325,62 @@ func TestDovecot(t *testing.T) {
 		}
 		if got := retr(t, dovecotSession(t, s, "dele"), 1); !bytes.Contains(got, []byte("<2@dele>")) {
 			t.Errorf("the wrong message was removed: %q is left", got)
+		}
+	})
+
+	t.Run("pipelined RETR and DELE", func(t *testing.T) {
+		const n = 150 // more than two pipeline windows
+		for i := 1; i <= n; i++ {
+			s.Append(t, "pipe", "INBOX", []byte(fmt.Sprintf("Message-ID: <%d@pipe>\r\n\r\nbody %d\r\n", i, i)))
+		}
+		c := dovecotSession(t, s, "pipe")
+		if !c.Pipelining() {
+			t.Fatal("Dovecot does not announce PIPELINING")
+		}
+		nums := make([]int, 0, n+1)
+		for i := 1; i <= n; i++ {
+			nums = append(nums, i)
+		}
+		nums = append(nums, n+1) // no such message
+		var got []string
+		refusedAt := -1
+		err := c.RetrAll(nums, func(i int, r io.Reader, refused *Error) error {
+			if refused != nil {
+				refusedAt = i
+				return nil
+			}
+			b, err := io.ReadAll(r)
+			got = append(got, string(b))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n || refusedAt != n {
+			t.Fatalf("RetrAll: %d messages, refused at %d; want %d and %d", len(got), refusedAt, n, n)
+		}
+		for i, b := range got {
+			if want := fmt.Sprintf("Message-ID: <%d@pipe>\n\nbody %d\n", i+1, i+1); b != want {
+				t.Fatalf("message %d: %q, want %q", i+1, b, want)
+			}
+		}
+		refused, err := c.DeleAll(nums[:n-1]) // all but the last
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range refused {
+			if e != nil {
+				t.Errorf("DELE %d refused: %v", nums[i], e)
+			}
+		}
+		if err := c.Quit(); err != nil {
+			t.Fatal(err)
+		}
+		if k := s.Count(t, "pipe", "INBOX"); k != 1 {
+			t.Errorf("%d messages after DeleAll and QUIT, want 1", k)
+		}
+		if got := retr(t, dovecotSession(t, s, "pipe"), 1); !bytes.Contains(got, []byte(fmt.Sprintf("<%d@pipe>", n))) {
+			t.Errorf("the wrong message is left: %q", got)
 		}
 	})
 
