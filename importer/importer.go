@@ -14,12 +14,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mxdrop/mxdrop/configs"
+	"github.com/mxdrop/mxdrop/importer/durable"
 )
 
 // Message is what a source hands the importer.
@@ -45,6 +48,11 @@ type Message struct {
 	// Header, when not nil, is the message's header block as ReadHeader parsed it from
 	// Open's bytes (the source read it already); the importer does not read it again.
 	Header *Header
+	// Batch, when not nil, defers the fsync of the Maildir folders the deliveries are
+	// renamed into (and of the folders where a recovered message's deliveries were
+	// found): the deliveries are durable only once the caller's Batch.Sync has returned
+	// nil. A source importing many messages at once fsyncs each folder once that way.
+	Batch *durable.Batch
 	// Recovered marks a message whose earlier import may have been interrupted (a
 	// claim found at start-up, a retry after a transient error, a UID left in flight).
 	// Before each delivery the target Maildir is searched for the delivery's file name
@@ -268,7 +276,25 @@ func (im *Importer) readHeader(msg Message) (*Header, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	return ReadHeader(bufio.NewReaderSize(rc, 64<<10))
+	br := getReader(rc)
+	defer putReader(br)
+	return ReadHeader(br)
+}
+
+// readers holds 64 KiB read buffers: a new one per message read would make the garbage
+// collector busy at thousands of messages a second. The size matters: ReadHeader's
+// view of where a header ends depends on it (see bodyAhead).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+
+func getReader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
 }
 
 // DeliveryName returns the Maildir file name of msg's copy for account: derived from the
@@ -329,15 +355,22 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 	if msg.Recovered {
 		// The verdict may differ from the interrupted attempt's (spamd was down): look
 		// in the inbox and in the spam folder.
-		if p, ok := inbox.Find(name); ok {
+		found := func(p string) (Delivery, error) {
+			// The interrupted attempt may have renamed the copy in but not fsynced
+			// the folder: do that now, or it could still vanish in a power loss.
 			d.Path, d.Existing = p, true
+			if err := msg.Batch.SyncDir(filepath.Dir(p)); err != nil {
+				return d, classify("sync maildir folder of "+account, err)
+			}
 			return d, nil
+		}
+		if p, ok := inbox.Find(name); ok {
+			return found(p)
 		}
 		if sv != nil {
 			if junk, err := inbox.Folder(im.spamFolder()); err == nil {
 				if p, ok := junk.Find(name); ok {
-					d.Path, d.Existing = p, true
-					return d, nil
+					return found(p)
 				}
 			}
 		}
@@ -356,13 +389,13 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		defer rc.Close()
 		return writeCopy(w, rc, h, env, delivTo, ownAddresses(acct, rcpts), extra)
 	}
-	path, err := md.Deliver(name, write)
+	path, err := md.Deliver(name, write, msg.Batch)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Init checks the disk once per process; an administrator may have removed the
 		// Maildir since. Create it again, once, rather than fail until a restart.
 		md.forget()
 		if err = md.Init(); err == nil {
-			path, err = md.Deliver(name, write)
+			path, err = md.Deliver(name, write, msg.Batch)
 		}
 	}
 	if err != nil {
@@ -409,7 +442,8 @@ func ownAddresses(acct configs.Account, rcpts []string) map[string]bool {
 // prepends them, then the message as it arrived less the envelope fields above the
 // first Received that name addresses not in mine (Bcc privacy), then the body, streamed.
 func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, mine map[string]bool, extra []string) error {
-	br := bufio.NewReaderSize(rc, 64<<10)
+	br := getReader(rc)
+	defer putReader(br)
 	if _, err := br.Discard(int(h.Size)); err != nil {
 		return fmt.Errorf("skip header: %w", err)
 	}

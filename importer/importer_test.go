@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mxdrop/mxdrop/configs"
+	"github.com/mxdrop/mxdrop/importer/durable"
 )
 
 // testSetup is a set of accounts with Maildirs under a temporary root.
@@ -493,9 +494,15 @@ func TestImportRecovered(t *testing.T) {
 			md := s.maildir("alice")
 			where := tc.move(t, md, DeliveryName(msg, "alice@example.com"))
 			msg.Recovered = true
+			// The copies found are made durable too: their folders are fsynced (here
+			// left to a batch, to see which).
+			msg.Batch = &durable.Batch{}
 			res, err := im.Import(context.Background(), msg)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if got := msg.Batch.Pending(); !slices.Contains(got, filepath.Dir(where)) || len(got) != 3 {
+				t.Errorf("folders to fsync %v, want alice's %s and the other two accounts' folders", got, filepath.Dir(where))
 			}
 			if len(res.Delivered) != 3 {
 				t.Fatalf("%d deliveries", len(res.Delivered))
@@ -930,5 +937,37 @@ func TestImportGivenHeader(t *testing.T) {
 	}
 	if !bytes.Equal(copies[0], copies[1]) {
 		t.Errorf("copies differ:\n%s\n---\n%s", copies[0], copies[1])
+	}
+}
+
+// TestImportBatch checks that with a Batch the deliveries are in place at once and
+// their folders are left to the batch's Sync.
+func TestImportBatch(t *testing.T) {
+	s := newSetup(t)
+	im := s.importer(t, nil)
+	batch := &durable.Batch{}
+	var want []string
+	for _, name := range []string{"m1", "m2"} {
+		msg, _ := s.dropFile(t, name, fixture(t, "exim-envelope-to.eml"))
+		msg.Batch = batch
+		res, err := im.Import(context.Background(), msg)
+		if err != nil || len(res.Delivered) != 3 {
+			t.Fatalf("%s: %v, %d deliveries", name, err, len(res.Delivered))
+		}
+		for _, d := range res.Delivered {
+			if _, err := os.Stat(d.Path); err != nil {
+				t.Errorf("%s: %v", d.Account, err)
+			}
+			if !slices.Contains(want, filepath.Dir(d.Path)) {
+				want = append(want, filepath.Dir(d.Path))
+			}
+		}
+	}
+	slices.Sort(want)
+	if got := batch.Pending(); !slices.Equal(got, want) {
+		t.Errorf("folders to fsync %v, want %v", got, want)
+	}
+	if err := batch.Sync(); err != nil || len(batch.Pending()) != 0 {
+		t.Errorf("Sync: %v, still pending %v", err, batch.Pending())
 	}
 }

@@ -102,10 +102,11 @@ func (m Maildir) Find(name string) (string, bool) {
 }
 
 // Deliver writes a message into tmp/name, fsyncs it, renames it to new/name and fsyncs
-// new/. It returns the path in new/.
-func (m Maildir) Deliver(name string, write durable.WriteFunc) (string, error) {
+// new/ (or, with a non-nil batch, leaves that to batch.Sync). It returns the path in
+// new/.
+func (m Maildir) Deliver(name string, write durable.WriteFunc, batch *durable.Batch) (string, error) {
 	newDir := filepath.Join(string(m), "new")
-	if err := durable.WriteFile(filepath.Join(string(m), "tmp"), name, newDir, name, 0o600, write); err != nil {
+	if err := batch.WriteFile(filepath.Join(string(m), "tmp"), name, newDir, name, 0o600, write); err != nil {
 		return "", err
 	}
 	return filepath.Join(newDir, name), nil

@@ -74,7 +74,7 @@ func TestMaildirDeliverReplacesLeftoverTemp(t *testing.T) {
 	p, err := md.Deliver("n1", func(w io.Writer) error {
 		_, err := io.WriteString(w, "Subject: whole\n\nbody\n")
 		return err
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestMaildirDeliverWriteError(t *testing.T) {
 	_, err := md.Deliver("n1", func(w io.Writer) error {
 		io.WriteString(w, strings.Repeat("x", 100_000))
 		return boom
-	})
+	}, nil)
 	if !errors.Is(err, boom) {
 		t.Fatalf("err = %v", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/durable"
 )
 
 // Batch limits: one batch is fetched, marked in flight in one transaction, imported,
@@ -246,6 +246,11 @@ func (p *Poller) folderCycle(ctx context.Context, state *State, sp *spool, f fol
 	if err != nil {
 		return st, err
 	}
+	n, err := f.commit(ctx)
+	st.Deleted += n
+	if err != nil {
+		return st, fmt.Errorf("delete: %w", err)
+	}
 	if !ss.Complete && st.Pending == 0 && st.Errors == 0 {
 		yes := true
 		if err := state.Apply(scope, Change{Complete: &yes}); err != nil {
@@ -432,7 +437,17 @@ func (b *batchRun) release(sp *spool) {
 func (p *Poller) importAndMark(state *State, f folder, b *batchRun) error {
 	done := make(map[string]Entry, len(b.got))
 	dups := map[string]int64{}
-	for i, d := range p.importBatch(context.Background(), state, f, b.got, b.byKey) {
+	// The deliveries' Maildir folders are fsynced once for the batch, below, rather
+	// than once per message.
+	dirs := &durable.Batch{}
+	results := p.importBatch(context.Background(), state, f, b.got, b.byKey, dirs)
+	if err := dirs.Sync(); err != nil {
+		// Not marked done: the messages stay in flight and are imported again as
+		// Recovered, which fsyncs the folders where their copies are found.
+		b.st.Errors += len(b.got)
+		return fmt.Errorf("sync maildir folders: %w", err)
+	}
+	for i, d := range results {
 		g := b.got[i]
 		switch d.kind {
 		case kindRetry:
@@ -483,18 +498,14 @@ func (p *Poller) ack(ctx context.Context, f folder, b *batchRun, st *CycleStats)
 // of got. Each header is parsed once. Messages that share a Message-ID are imported in
 // their order by one worker, since each one's duplicate check depends on the ones
 // before; the rest are imported side by side by up to p.workers workers, so that their
-// deliveries share directory fsyncs and journal commits.
-func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []spooled, byKey map[string]*item) []delivery {
-	type parsed struct {
-		h   *importer.Header
-		mid string
-	}
-	heads := make([]parsed, len(got))
+// fsyncs overlap. The Maildir folders are left for the caller to fsync through batch.
+func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []spooled, byKey map[string]*item, batch *durable.Batch) []delivery {
+	jobs := make([]importJob, len(got))
 	var groups [][]int
 	byMID := map[string]int{}
 	for i, g := range got {
 		h, mid := spoolHeader(g)
-		heads[i] = parsed{h, mid}
+		jobs[i] = importJob{g: g, h: h, mid: mid, recovered: byKey[g.m.Key].recovered, batch: batch}
 		if gi, ok := byMID[mid]; ok && mid != "" {
 			groups[gi] = append(groups[gi], i)
 			continue
@@ -512,8 +523,7 @@ func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []
 			for grp := range work {
 				pending := map[string]bool{}
 				for _, i := range grp {
-					g := got[i]
-					out[i] = p.deliverSafe(ctx, state, f, g, heads[i].h, heads[i].mid, byKey[g.m.Key].recovered, pending)
+					out[i] = p.deliverSafe(ctx, state, f, jobs[i], pending)
 					for _, k := range out[i].dups {
 						pending[k] = true
 					}
@@ -531,15 +541,15 @@ func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []
 
 // deliverSafe is deliver in an import worker: a panic fails the one message (it stays
 // on the server and is retried) rather than the process.
-func (p *Poller) deliverSafe(ctx context.Context, state *State, f folder, g spooled, h *importer.Header, mid string, recovered bool, pending map[string]bool) (d delivery) {
+func (p *Poller) deliverSafe(ctx context.Context, state *State, f folder, j importJob, pending map[string]bool) (d delivery) {
 	defer func() {
 		if r := recover(); r != nil {
-			p.log.Error().Str("uid", g.m.Key).Str("file", f.label(g.m)).Str("outcome", kindRetry).
+			p.log.Error().Str("uid", j.g.m.Key).Str("file", f.label(j.g.m)).Str("outcome", kindRetry).
 				Str("error", fmt.Sprintf("panic in import: %v", r)).Msg("message")
 			d = delivery{kind: kindRetry}
 		}
 	}()
-	return p.deliver(ctx, state, f, g, h, mid, recovered, pending)
+	return p.deliver(ctx, state, f, j, pending)
 }
 
 // renumber carries a folder's state across a change of UIDVALIDITY (the server

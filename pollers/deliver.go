@@ -25,6 +25,18 @@ const (
 	kindRetry       = "retry"
 )
 
+// importJob is one fetched message, ready for import.
+type importJob struct {
+	g spooled
+	// h is the message's parsed header block, nil when it has none (the importer then
+	// rejects it with its reason); mid its Message-ID.
+	h         *importer.Header
+	mid       string
+	recovered bool
+	// batch collects the Maildir folders to fsync before the batch is marked done.
+	batch *durable.Batch
+}
+
 type delivery struct {
 	kind      string
 	messageID string
@@ -38,15 +50,15 @@ type delivery struct {
 // failed recipient) pair is not bounced again. Providers that keep one copy per
 // recipient, each naming every recipient, would otherwise deliver N copies to each.
 //
-// h is the message's parsed header block, nil when it has none (the importer then
-// rejects it with its reason); mid its Message-ID. pending holds the dup keys recorded
-// by earlier messages of the batch with the same Message-ID, not yet in the state.
-func (p *Poller) deliver(ctx context.Context, state *State, f folder, g spooled, h *importer.Header, mid string, recovered bool, pending map[string]bool) delivery {
+// pending holds the dup keys recorded by earlier messages of the batch with the same
+// Message-ID, not yet in the state.
+func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJob, pending map[string]bool) delivery {
 	start := time.Now()
+	g, h, mid, recovered := j.g, j.h, j.mid, j.recovered
 	l := p.log.With().Str("uid", g.m.Key).Logger()
 	msg := importer.Message{
 		ID: f.id(g.m), Name: f.label(g.m), Size: g.size, Arrived: g.m.Arrived, Recovered: recovered,
-		Open: g.open, Header: h,
+		Open: g.open, Header: h, Batch: j.batch,
 	}
 	if msg.Arrived.IsZero() {
 		msg.Arrived = arrivedFromHeader(h)

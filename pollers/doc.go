@@ -44,8 +44,9 @@
 //
 // A batch (at most 50 messages, 32 MiB) goes: fetch into the spool; mark in flight (one
 // transaction); import (side by side, up to `workers` at once; messages sharing a
-// Message-ID in their order, one after the other); mark done with the Message-ID keys (one transaction); delete at
-// the server. kill -9 anywhere loses nothing: before "in flight" nothing happened; an
+// Message-ID in their order, one after the other) and fsync each Maildir folder
+// delivered into once; mark done with the Message-ID keys (one transaction); delete at
+// the server. The next batch is fetched while one is imported. kill -9 anywhere loses nothing: before "in flight" nothing happened; an
 // entry found in flight is imported again with Message.Recovered set, and the importer
 // skips every delivery already in the Maildir, found by its file name, which derives
 // from Message.ID (poller, folder, UIDVALIDITY and UID, or the UIDL) and Message.Arrived
@@ -64,10 +65,11 @@
 // it recognises by Message-ID.
 //
 // Messages are stored with LF line endings, the Maildir convention: the POP3 client
-// converts while it reads, IMAP's CRLF is converted while spooling. POP3 deletions (DELE)
-// take effect at QUIT, at the end of the cycle; IMAP deletes with \Deleted and UID
-// EXPUNGE, or a plain EXPUNGE only when every \Deleted message of the folder is the
-// poller's own (no UIDPLUS).
+// converts while it reads, IMAP's CRLF is converted while spooling. POP3 commands are
+// pipelined where the server announces PIPELINING; deletions (DELE) take effect at
+// QUIT, at the end of the cycle. IMAP flags each batch \Deleted and expunges at the end
+// of the folder (or every 1000 messages) with UID EXPUNGE, or a plain EXPUNGE only when
+// every \Deleted message of the folder is the poller's own (no UIDPLUS).
 //
 // # Duplicates
 //

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -59,8 +61,9 @@ func (s *imapSession) idle(ctx context.Context, max time.Duration) (bool, error)
 type imapFolder struct {
 	s  *imapSession
 	mb imap.Mailbox
-	// flagged holds our messages flagged \Deleted but not yet expunged (a server
-	// without UIDPLUS, and someone else's \Deleted message in the folder).
+	// flagged holds our messages flagged \Deleted but not yet expunged: until commit,
+	// or for the whole session on a server without UIDPLUS where someone else's
+	// message is flagged \Deleted too.
 	flagged map[uint32]bool
 	maxUID  uint32 // the highest UID listed
 }
@@ -155,11 +158,34 @@ func (f *imapFolder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 	return out, err
 }
 
+// expungeEvery bounds how many of our messages stay flagged \Deleted before an
+// expunge. One expunge for many messages costs the server far less than one per batch;
+// the bound keeps other clients from seeing a long tail of deleted messages while a
+// large folder is drained.
+const expungeEvery = 1000
+
+// remove flags msgs \Deleted; commit expunges them, or remove itself once
+// expungeEvery are flagged. It returns how many it expunged.
 func (f *imapFolder) remove(ctx context.Context, msgs []remoteMsg) (int, error) {
+	if err := f.s.c.FlagDeleted(nums(msgs)); err != nil {
+		return 0, err
+	}
 	for _, m := range msgs {
 		f.flagged[m.Num] = true
 	}
-	expunged, err := f.s.c.Delete(nums(msgs), func(uid uint32) bool { return f.flagged[uid] })
+	if len(f.flagged) >= expungeEvery {
+		return f.commit(ctx)
+	}
+	return 0, nil
+}
+
+// commit expunges the messages remove flagged.
+func (f *imapFolder) commit(ctx context.Context) (int, error) {
+	if len(f.flagged) == 0 {
+		return 0, nil
+	}
+	uids := slices.Sorted(maps.Keys(f.flagged))
+	expunged, err := f.s.c.Expunge(uids, func(uid uint32) bool { return f.flagged[uid] })
 	if err != nil {
 		return 0, err
 	}

@@ -23,17 +23,24 @@ import (
 
 // memIMAP is go-imap's in-memory server on loopback with one user "user"/"secret".
 type memIMAP struct {
-	host   string
-	port   int
-	user   *imapmemserver.User
-	conns  atomic.Int32
-	idling chan struct{} // a session has entered IDLE
+	host     string
+	port     int
+	user     *imapmemserver.User
+	conns    atomic.Int32
+	expunges atomic.Int32  // EXPUNGE and UID EXPUNGE commands
+	idling   chan struct{} // a session has entered IDLE
 }
 
-// idleSession tells when the server enters IDLE.
+// idleSession tells when the server enters IDLE, and counts expunges.
 type idleSession struct {
 	imapserver.SessionIMAP4rev2
-	idling chan struct{}
+	idling   chan struct{}
+	expunges *atomic.Int32
+}
+
+func (s idleSession) Expunge(w *imapserver.ExpungeWriter, uids *goimap.UIDSet) error {
+	s.expunges.Add(1)
+	return s.SessionIMAP4rev2.Expunge(w, uids)
 }
 
 func (s idleSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
@@ -78,7 +85,7 @@ func newMemIMAP(t *testing.T, caps goimap.CapSet) *memIMAP {
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			m.conns.Add(1)
-			return idleSession{mem.NewSession().(imapserver.SessionIMAP4rev2), m.idling}, nil, nil
+			return idleSession{mem.NewSession().(imapserver.SessionIMAP4rev2), m.idling, &m.expunges}, nil, nil
 		},
 		Caps:         caps,
 		InsecureAuth: true,
@@ -171,6 +178,27 @@ func TestIMAPDelete(t *testing.T) {
 	// The spool is empty after the cycle.
 	if ents, _ := os.ReadDir(filepath.Join(p.dir, "spool")); len(ents) != 0 {
 		t.Fatalf("spool holds %d files", len(ents))
+	}
+}
+
+// TestIMAPExpungeOnce checks that the batches of a cycle are flagged \Deleted as they
+// are handled and expunged together at the end, or every expungeEvery messages.
+func TestIMAPExpungeOnce(t *testing.T) {
+	srv := newMemIMAP(t, nil)
+	e := newEnv(t, "alice@example.com")
+	const n = 3*batchMaxMessages + 7 // four batches
+	for i := range n {
+		srv.append(t, "INBOX", message(strconv.Itoa(i)+"@x", "To: alice@example.com"))
+	}
+	p := e.poller(srv.pollerConfig(nil))
+	if st := e.cycle(p); st.Delivered != n || st.Deleted != n {
+		t.Fatalf("stats %+v", st)
+	}
+	if k := srv.count(t, "INBOX"); k != 0 {
+		t.Fatalf("server still holds %d messages", k)
+	}
+	if x := srv.expunges.Load(); x != 1 {
+		t.Errorf("%d expunges for %d messages in four batches, want 1", x, n)
 	}
 }
 

@@ -192,4 +192,7 @@ func (f *pop3Folder) remove(ctx context.Context, msgs []remoteMsg) (int, error) 
 	return n, nil
 }
 
+// commit has nothing to do: QUIT removes the messages marked deleted.
+func (f *pop3Folder) commit(ctx context.Context) (int, error) { return 0, nil }
+
 func (f *pop3Folder) done() {}

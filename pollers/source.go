@@ -52,9 +52,14 @@ type folder interface {
 	// fetch downloads msgs into spool files. It returns the messages that arrived
 	// complete, in the order of msgs, also when it fails part way.
 	fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]spooled, error)
-	// remove deletes msgs from the server and returns how many it removed (or marked
-	// for removal at the end of a POP3 session).
+	// remove deletes msgs from the server, or marks them for removal by commit (IMAP
+	// \Deleted) or at the end of the session (POP3 DELE). It returns how many it
+	// removed, counting those marked for the end of a POP3 session.
 	remove(ctx context.Context, msgs []remoteMsg) (int, error)
+	// commit removes what remove marked for it, and returns how many. A cycle calls it
+	// once it has gone through the folder; what it leaves marked is removed by a later
+	// cycle, since the state says those messages are handled.
+	commit(ctx context.Context) (int, error)
 	// done is called when the cycle has finished with the folder.
 	done()
 }

@@ -49,7 +49,7 @@ func (b *bench) contenders() ([]contender, error) {
 			cs = append(cs, contender{
 				tool: "mxdrop", proto: proto, mode: mode, prime: b.primeMxdrop,
 				flags: "run --once, keep " + map[string]string{"delete": "delete", "keep": "forever"}[mode] +
-					", max_per_cycle 0, " + primed(b.primeMxdrop) + ": per message file fsync, rename, directory fsync; bbolt state fsynced twice per batch of 50",
+					", max_per_cycle 0, " + primed(b.primeMxdrop) + ": per message file fsync and rename; per batch of 50 each Maildir folder fsynced once and the bbolt state twice; POP3 commands pipelined, IMAP expunge once at the end",
 				command: b.mxdropCommand(proto, mode),
 			})
 		}

@@ -2,9 +2,12 @@ package durable
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -152,4 +155,85 @@ func TestMkdirAll(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// countSyncs counts the folder fsyncs, per folder, until the test ends.
+func countSyncs(t *testing.T) func() map[string]int {
+	var mu sync.Mutex
+	n := map[string]int{}
+	synced = func(dir string) {
+		mu.Lock()
+		n[dir]++
+		mu.Unlock()
+	}
+	t.Cleanup(func() { synced = nil })
+	return func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := maps.Clone(n)
+		clear(n)
+		return out
+	}
+}
+
+func TestBatch(t *testing.T) {
+	root := t.TempDir()
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	for _, d := range []string{a, b} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncs := countSyncs(t)
+
+	// Without a batch every file fsyncs its folder.
+	if err := WriteFile(a, ".x", a, "x", 0o600, write("x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := syncs(); got[a] != 1 {
+		t.Errorf("WriteFile: folder fsyncs %v, want one of %s", got, a)
+	}
+
+	// With one, six files in two folders: no folder fsync until Sync, then one each.
+	batch := &Batch{}
+	for i, d := range []string{a, a, a, b, b, b} {
+		name := fmt.Sprintf("f%d", i)
+		if err := batch.WriteFile(d, "."+name, d, name, 0o600, write(name)); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(d, name)); err != nil || string(b) != name {
+			t.Fatalf("%s: %q, %v", name, b, err)
+		}
+	}
+	if got := syncs(); len(got) != 0 {
+		t.Errorf("folder fsyncs before Sync: %v", got)
+	}
+	if got := batch.Pending(); !slices.Equal(got, []string{a, b}) {
+		t.Errorf("Pending() = %v, want %v", got, []string{a, b})
+	}
+	if err := batch.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := syncs(); got[a] != 1 || got[b] != 1 || len(got) != 2 {
+		t.Errorf("Sync: folder fsyncs %v, want one each of %s and %s", got, a, b)
+	}
+	if err := batch.Sync(); err != nil || len(syncs()) != 0 {
+		t.Errorf("a second Sync fsynced again (err %v)", err)
+	}
+
+	// A folder that cannot be fsynced stays pending.
+	gone := filepath.Join(root, "gone")
+	if err := batch.SyncDir(gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Sync(); err == nil {
+		t.Error("Sync of a missing folder succeeded")
+	}
+	if got := batch.Pending(); !slices.Equal(got, []string{gone}) {
+		t.Errorf("after a failed Sync Pending() = %v", got)
+	}
+	// A nil batch fsyncs at once.
+	if err := (*Batch)(nil).SyncDir(b); err != nil || syncs()[b] != 1 {
+		t.Errorf("nil Batch SyncDir did not fsync (err %v)", err)
+	}
 }

@@ -344,21 +344,37 @@ func (c *Client) FetchBodies(uids []uint32, open func(seq uint32, size int64) (i
 // UIDPlus reports whether the server can expunge by UID (UIDPLUS or IMAP4rev2).
 func (c *Client) UIDPlus() bool { return c.c.Caps().Has(goimap.CapUIDPlus) }
 
-// Delete flags uids \Deleted and expunges: UID EXPUNGE of uids where the server has
+// Delete flags uids \Deleted and expunges them: FlagDeleted, then Expunge.
+func (c *Client) Delete(uids []uint32, mayExpunge func(uid uint32) bool) (expunged bool, err error) {
+	if err := c.FlagDeleted(uids); err != nil {
+		return false, err
+	}
+	return c.Expunge(uids, mayExpunge)
+}
+
+// FlagDeleted flags uids \Deleted (UID STORE +FLAGS.SILENT); Expunge removes them.
+func (c *Client) FlagDeleted(uids []uint32) error {
+	if len(uids) == 0 {
+		return nil
+	}
+	store := &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: []goimap.Flag{goimap.FlagDeleted}}
+	if err := c.c.Store(uidSet(uids), store, nil).Close(); err != nil {
+		return fmt.Errorf("uid store \\Deleted: %w", err)
+	}
+	return nil
+}
+
+// Expunge removes uids, flagged \Deleted before: UID EXPUNGE where the server has
 // UIDPLUS. Otherwise a plain EXPUNGE would also remove messages someone else flagged
 // \Deleted, so it is only sent when mayExpunge accepts every \Deleted message of the
-// folder (the caller's messages flagged by this or an earlier call); else the messages
+// folder (the caller's messages, flagged by this or an earlier call); else the messages
 // stay flagged and expunged is false, and the caller tries again later. RFC 4315
 // section 2.1, RFC 3501 section 6.4.3.
-func (c *Client) Delete(uids []uint32, mayExpunge func(uid uint32) bool) (expunged bool, err error) {
+func (c *Client) Expunge(uids []uint32, mayExpunge func(uid uint32) bool) (expunged bool, err error) {
 	if len(uids) == 0 {
 		return true, nil
 	}
 	set := uidSet(uids)
-	store := &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: []goimap.Flag{goimap.FlagDeleted}}
-	if err := c.c.Store(set, store, nil).Close(); err != nil {
-		return false, fmt.Errorf("uid store \\Deleted: %w", err)
-	}
 	if c.UIDPlus() {
 		if err := c.c.UIDExpunge(set).Close(); err != nil {
 			return false, fmt.Errorf("uid expunge: %w", err)
