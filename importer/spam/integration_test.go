@@ -13,8 +13,8 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
-	"github.com/mxdrop/mxdrop/importer/spam/spamdtest"
 	"github.com/mxdrop/mxdrop/internal/dovecottest"
+	"github.com/mxdrop/mxdrop/internal/spamdtest"
 )
 
 const (

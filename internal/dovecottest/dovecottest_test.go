@@ -312,6 +312,9 @@ func (f *fatalRecorder) Skipf(format string, args ...any) {
 	panic("skip")
 }
 
+func (f *fatalRecorder) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
+func (f *fatalRecorder) Skip(args ...any)  { f.Skipf("%s", fmt.Sprint(args...)) }
+
 func TestRequireFailsUnderCI(t *testing.T) {
 	saved := available
 	defer func() { available = saved }()
