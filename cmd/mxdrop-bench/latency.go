@@ -51,8 +51,9 @@ func (d *daemon) peakRSS() float64 {
 var subjectRE = regexp.MustCompile(`(?m)^Subject: bench (\d+)`)
 
 // latency measures arrival-to-visible latency at a steady rate, the throughput of a
-// backlog against run --once, and memory as the backlog grows.
-func (b *bench) latency(rate, backlog int) error {
+// backlog against run --once (runs times each, alternating, medians compared), and
+// memory as the backlog grows.
+func (b *bench) latency(rate, backlog, runs int) error {
 	fmt.Printf("mxdrop-bench latency: %d messages at %d/s, backlog %d, %d bytes each, in %s\n", b.n, rate, backlog, b.size, b.dir)
 	drop := filepath.Join(b.dir, "drop")
 	maildir := filepath.Join(b.dir, "mail")
@@ -64,96 +65,38 @@ func (b *bench) latency(rate, backlog int) error {
 	if err != nil {
 		return err
 	}
-	d, err := b.startDaemon(cfg)
-	if err != nil {
-		return err
-	}
-	time.Sleep(500 * time.Millisecond)
-
-	// Watch new/ to see each message arrive.
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	if err := w.Add(filepath.Join(maildir, "new")); err != nil {
-		return err
-	}
-	arrived := make([]time.Time, b.n)
-	seen := make(chan struct{}, b.n)
-	go func() {
-		for ev := range w.Events {
-			if !ev.Has(fsnotify.Create) {
-				continue
-			}
-			now := time.Now()
-			f, err := os.Open(ev.Name)
-			if err != nil {
-				continue
-			}
-			head := make([]byte, 1024)
-			n, _ := f.Read(head)
-			f.Close()
-			if m := subjectRE.FindSubmatch(head[:n]); m != nil {
-				i, _ := strconv.Atoi(string(m[1]))
-				if i < len(arrived) && arrived[i].IsZero() {
-					arrived[i] = now
-					seen <- struct{}{}
-				}
-			}
-		}
-	}()
-	sent := make([]time.Time, b.n)
-	interval := time.Second / time.Duration(rate)
-	next := time.Now()
-	for i := 0; i < b.n; i++ {
-		if d := time.Until(next); d > 0 {
-			time.Sleep(d)
-		}
-		next = next.Add(interval)
-		tmp := filepath.Join(drop, fmt.Sprintf(".m%06d", i))
-		if err := os.WriteFile(tmp, b.message(i), 0o640); err != nil {
+	var p50s, p99s []time.Duration
+	for r := 0; r < max(runs, 1); r++ {
+		emptyDir(filepath.Join(maildir, "new"))
+		p50, p99, err := b.measureLatency(cfg, drop, maildir, rate)
+		if err != nil {
 			return err
 		}
-		sent[i] = time.Now()
-		if err := os.Rename(tmp, filepath.Join(drop, fmt.Sprintf("m%06d", i))); err != nil {
-			return err
-		}
+		p50s, p99s = append(p50s, p50), append(p99s, p99)
 	}
-	timeout := time.After(60 * time.Second)
-	for got := 0; got < b.n; got++ {
-		select {
-		case <-seen:
-		case <-timeout:
-			return fmt.Errorf("only %d of %d messages arrived", got, b.n)
-		}
-	}
-	lat := make([]time.Duration, b.n)
-	for i := range lat {
-		lat[i] = arrived[i].Sub(sent[i])
-		if os.Getenv("MXDROP_BENCH_DEBUG") != "" && lat[i] > 50*time.Millisecond {
-			fmt.Printf("slow %d: %v\n", i, lat[i])
-		}
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	fmt.Printf("latency at %d msg/s:     median %v, p99 %v, max %v\n", rate, lat[len(lat)/2].Round(10*time.Microsecond),
-		lat[len(lat)*99/100].Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
-	fmt.Printf("daemon peak RSS:        %.1f MiB\n", d.peakRSS())
-	if err := d.stop(); err != nil {
-		return fmt.Errorf("daemon exit: %w", err)
+	if len(p99s) > 1 {
+		fmt.Printf("latency at %d msg/s, median of %d runs: median %v, p99 %v\n", rate, len(p99s), medianDur(p50s), medianDur(p99s))
 	}
 
-	// Backlog: the same files through run --once and through the daemon.
-	onceRate, _, err := b.backlogOnce(cfg, drop, maildir, backlog)
-	if err != nil {
-		return err
+	// Backlog: the same files through run --once and through the daemon, alternating
+	// so that the noise of a shared machine spreads over both.
+	var onceRates, daemonRates []float64
+	var rss float64
+	for r := 0; r < max(runs, 1); r++ {
+		onceRate, _, err := b.backlogOnce(cfg, drop, maildir, backlog)
+		if err != nil {
+			return err
+		}
+		daemonRate, drss, err := b.backlogDaemon(cfg, drop, maildir, backlog)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("run %d/%d backlog %d: run --once %.0f msg/s, daemon %.0f msg/s\n", r+1, runs, backlog, onceRate, daemonRate)
+		onceRates, daemonRates, rss = append(onceRates, onceRate), append(daemonRates, daemonRate), max(rss, drss)
 	}
-	daemonRate, rss, err := b.backlogDaemon(cfg, drop, maildir, backlog)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("backlog %d, run --once: %8.0f msg/s\n", backlog, onceRate)
-	fmt.Printf("backlog %d, daemon:     %8.0f msg/s (ratio daemon/once %.2f), peak RSS %.1f MiB\n", backlog, daemonRate, daemonRate/onceRate, rss)
+	onceRate, daemonRate := median(onceRates), median(daemonRates)
+	fmt.Printf("backlog %d, run --once: %8.0f msg/s (median of %d)\n", backlog, onceRate, len(onceRates))
+	fmt.Printf("backlog %d, daemon:     %8.0f msg/s (median of %d; ratio daemon/once %.2f), peak RSS %.1f MiB\n", backlog, daemonRate, len(daemonRates), daemonRate/onceRate, rss)
 
 	// Memory as the backlog grows.
 	for _, n := range []int{1000, 10000, 100000} {
@@ -181,6 +124,7 @@ func (b *bench) backlogOnce(cfg, drop, maildir string, n int) (float64, float64,
 	if err := b.fillDrop(drop, n); err != nil {
 		return 0, 0, err
 	}
+	settled()
 	cmd := exec.Command(b.bin, "--config", cfg, "run", "--once")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
@@ -188,8 +132,12 @@ func (b *bench) backlogOnce(cfg, drop, maildir string, n int) (float64, float64,
 	if err := cmd.Run(); err != nil {
 		return 0, 0, fmt.Errorf("run --once: %w: %s", err, out.String())
 	}
+	elapsed := time.Since(start)
 	rss := float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
-	return float64(n) / time.Since(start).Seconds(), rss, nil
+	if got, _ := os.ReadDir(filepath.Join(maildir, "new")); len(got) != n {
+		return 0, 0, fmt.Errorf("run --once delivered %d of %d messages", len(got), n)
+	}
+	return float64(n) / elapsed.Seconds(), rss, nil
 }
 
 func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float64, error) {
@@ -197,6 +145,7 @@ func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float6
 	if err := b.fillDrop(drop, n); err != nil {
 		return 0, 0, err
 	}
+	settled()
 	// Count arrivals in new/ through inotify: polling the folders would compete with
 	// the daemon for the CPU and the directory locks.
 	w, err := fsnotify.NewWatcher()
@@ -234,4 +183,105 @@ func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float6
 		return 0, 0, err
 	}
 	return float64(n) / elapsed.Seconds(), rss, nil
+}
+
+// measureLatency starts a daemon, renames b.n messages into drop at rate per second,
+// and returns the median and 99th percentile from the rename to the copy's appearance
+// in new/.
+func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 time.Duration, err error) {
+	d, err := b.startDaemon(cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			d.stop()
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+
+	// Watch new/ to see each message arrive.
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.Close()
+	if err := w.Add(filepath.Join(maildir, "new")); err != nil {
+		return 0, 0, err
+	}
+	arrived := make([]time.Time, b.n)
+	seen := make(chan struct{}, b.n)
+	go func() {
+		for ev := range w.Events {
+			if !ev.Has(fsnotify.Create) {
+				continue
+			}
+			now := time.Now()
+			f, err := os.Open(ev.Name)
+			if err != nil {
+				continue
+			}
+			head := make([]byte, 1024)
+			n, _ := f.Read(head)
+			f.Close()
+			if m := subjectRE.FindSubmatch(head[:n]); m != nil {
+				i, _ := strconv.Atoi(string(m[1]))
+				if i < len(arrived) && arrived[i].IsZero() {
+					arrived[i] = now
+					seen <- struct{}{}
+				}
+			}
+		}
+	}()
+	sent := make([]time.Time, b.n)
+	interval := time.Second / time.Duration(rate)
+	next := time.Now()
+	for i := 0; i < b.n; i++ {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		next = next.Add(interval)
+		tmp := filepath.Join(drop, fmt.Sprintf(".m%06d", i))
+		if err := os.WriteFile(tmp, b.message(i), 0o640); err != nil {
+			return 0, 0, err
+		}
+		sent[i] = time.Now()
+		if err := os.Rename(tmp, filepath.Join(drop, fmt.Sprintf("m%06d", i))); err != nil {
+			return 0, 0, err
+		}
+	}
+	timeout := time.After(60 * time.Second)
+	for got := 0; got < b.n; got++ {
+		select {
+		case <-seen:
+		case <-timeout:
+			return 0, 0, fmt.Errorf("only %d of %d messages arrived", got, b.n)
+		}
+	}
+	lat := make([]time.Duration, b.n)
+	for i := range lat {
+		lat[i] = arrived[i].Sub(sent[i])
+		if os.Getenv("MXDROP_BENCH_DEBUG") != "" && lat[i] > 50*time.Millisecond {
+			fmt.Printf("slow %d: %v\n", i, lat[i])
+		}
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p50, p99 = lat[len(lat)/2].Round(10*time.Microsecond), lat[len(lat)*99/100].Round(10*time.Microsecond)
+	fmt.Printf("latency at %d msg/s:     median %v, p99 %v, max %v; daemon peak RSS %.1f MiB\n", rate, p50, p99,
+		lat[len(lat)-1].Round(10*time.Microsecond), d.peakRSS())
+	stopped = true
+	if err := d.stop(); err != nil {
+		return 0, 0, fmt.Errorf("daemon exit: %w", err)
+	}
+	return p50, p99, nil
+
+}
+
+func medianDur(v []time.Duration) time.Duration {
+	f := make([]float64, len(v))
+	for i, d := range v {
+		f[i] = float64(d)
+	}
+	return time.Duration(median(f))
 }

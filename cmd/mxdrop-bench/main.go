@@ -38,7 +38,7 @@ func main() {
 	workers := flag.Int("workers", 0, "mxdrop workers (0: the configuration default)")
 	rate := flag.Int("rate", 500, "latency mode: messages per second")
 	backlog := flag.Int("backlog", 10000, "latency mode: backlog size")
-	runs := flag.Int("runs", 3, "pollers mode: runs of each measurement (the median is reported)")
+	runs := flag.Int("runs", 3, "pollers and latency modes: runs of each measurement, alternating (the median is reported)")
 	tools := flag.String("tools", "", "pollers mode: measure only these tools, comma-separated (dovecot,mxdrop,fetchmail,getmail6,mpop,mbsync; default all)")
 	wrap := flag.String("wrap-mxdrop", "", "pollers mode: run mxdrop under this command, e.g. 'perf record -g -o mxdrop.perf' (the peak RSS shown is then the wrapper's)")
 	firstCycle := flag.Bool("first-cycle", false, "pollers mode: measure mxdrop's first cycle with a new state instead of a poller that has run before")
@@ -75,7 +75,7 @@ func main() {
 	case "once":
 		err = b.once()
 	case "latency":
-		err = b.latency(*rate, *backlog)
+		err = b.latency(*rate, *backlog, *runs)
 	case "pollers":
 		err = b.pollers(*runs)
 	default:
