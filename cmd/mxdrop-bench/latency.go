@@ -148,14 +148,11 @@ func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float6
 	settled()
 	// Count arrivals in new/ through inotify: polling the folders would compete with
 	// the daemon for the CPU and the directory locks.
-	w, err := fsnotify.NewWatcher()
+	w, err := watchNew(maildir)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer w.Close()
-	if err := w.Add(filepath.Join(maildir, "new")); err != nil {
-		return 0, 0, err
-	}
 	start := time.Now()
 	d, err := b.startDaemon(cfg)
 	if err != nil {
@@ -202,14 +199,11 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 	time.Sleep(500 * time.Millisecond)
 
 	// Watch new/ to see each message arrive.
-	w, err := fsnotify.NewWatcher()
+	w, err := watchNew(maildir)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer w.Close()
-	if err := w.Add(filepath.Join(maildir, "new")); err != nil {
-		return 0, 0, err
-	}
 	arrived := make([]time.Time, b.n)
 	seen := make(chan struct{}, b.n)
 	go func() {
@@ -284,4 +278,17 @@ func medianDur(v []time.Duration) time.Duration {
 		f[i] = float64(d)
 	}
 	return time.Duration(median(f))
+}
+
+// watchNew returns an inotify watch of the Maildir's new/.
+func watchNew(maildir string) (*fsnotify.Watcher, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Add(filepath.Join(maildir, "new")); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
 }
