@@ -78,7 +78,8 @@ func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st
 	if p.cfg.MaxPerCycle > 0 {
 		budget = p.cfg.MaxPerCycle
 	}
-	var errs []error
+	var errs, folderErrs []error
+	polled := 0 // folders gone through without an error
 	for _, name := range sess.folders() {
 		if ctx.Err() != nil {
 			errs = append(errs, ctx.Err())
@@ -87,7 +88,7 @@ func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st
 		f, err := sess.open(ctx, name)
 		if err != nil {
 			st.Errors++
-			errs = append(errs, err)
+			folderErrs = append(folderErrs, err)
 			continue
 		}
 		fst, err := p.folderCycle(ctx, state, sp, f, &budget)
@@ -98,17 +99,34 @@ func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st
 			if name != "" {
 				err = fmt.Errorf("folder %s: %w", name, err)
 			}
-			errs = append(errs, err)
+			folderErrs = append(folderErrs, err)
+			continue
 		}
+		polled++
 	}
 	if _, err := state.PruneDups(p.now().Add(-p.cfg.DuplicateWindow.D())); err != nil {
 		errs = append(errs, fmt.Errorf("prune duplicate window: %w", err))
 	}
+	if len(errs) == 0 && len(folderErrs) > 0 && polled > 0 {
+		// The connection and the state work: the failing folders are reported, and the
+		// schedule does not back off (a folder named wrongly must not delay the rest).
+		return st, &FolderErrors{Err: errors.Join(folderErrs...)}
+	}
+	errs = append(errs, folderErrs...)
 	if len(errs) == 0 && st.Errors > 0 {
 		errs = append(errs, fmt.Errorf("%d messages met a transient error; they stay on the server and are retried", st.Errors))
 	}
 	return st, errors.Join(errs...)
 }
+
+// FolderErrors is a cycle's error when some of its folders failed while others were
+// polled without error. Run does not count it as a failure for its backoff.
+type FolderErrors struct {
+	Err error
+}
+
+func (e *FolderErrors) Error() string { return e.Err.Error() }
+func (e *FolderErrors) Unwrap() error { return e.Err }
 
 // openState opens the state file and reports a lost or corrupt one.
 func (p *Poller) openState() (*State, error) {

@@ -302,10 +302,21 @@ func TestIMAPSeveralFolders(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Missing") {
 		t.Fatalf("a missing folder must be reported: %v", err)
 	}
+	// The others were polled, so the schedule is not to back off for it.
+	var partial *FolderErrors
+	if !errors.As(err, &partial) {
+		t.Errorf("error %T %v, want *FolderErrors", err, err)
+	}
 	if st.Delivered != 2 {
 		t.Fatalf("a missing folder stopped the others: %+v", st)
 	}
 	e.wantDelivered("alice@example.com", "<f1@x>", "<f2@x>")
+
+	// When no folder could be polled it is a failure like any other.
+	p = e.poller(srv.pollerConfig(func(pc *configs.Poller) { pc.Name, pc.Folders = "none", []string{"Missing"} }))
+	if _, err := p.Cycle(context.Background()); err == nil || errors.As(err, &partial) {
+		t.Errorf("only a missing folder: %T %v, want a plain error", err, err)
+	}
 }
 
 // Without UIDPLUS a plain EXPUNGE would remove every \Deleted message, also one

@@ -81,7 +81,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // cycle per interval (±10%), or, for an IMAP poller with idle: true on a server that
 // offers IDLE, one connection that waits in IDLE on the first folder and runs a cycle
 // whenever the server reports new mail, and at least every interval (at most 25
-// minutes). After a failure it waits with exponential backoff (see nextWait). Every
+// minutes). After a failure it waits with exponential backoff (see nextWait); a cycle
+// in which only some folders failed (FolderErrors) is not a failure for that. Every
 // cycle is logged; Run itself returns nil once ctx is done, and returns at once for
 // an inactive poller. A panic in a cycle is recovered, logged and counted as a
 // failure.
@@ -96,21 +97,28 @@ func (p *Poller) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		switch {
-		case err == nil:
-			failures = 0
-		case progressed:
-			// A long IDLE session that ended in an error starts the backoff afresh.
-			failures = 1
-		default:
-			failures++
-		}
+		failures = countFailures(failures, progressed, err)
 		wait = nextWait(p.cfg.Interval.D(), failures, rand.Float64())
 		if err != nil {
 			p.log.Debug().Int("failures", failures).Dur("retry_in", wait).Msg("backing off")
 		}
 	}
 	return nil
+}
+
+// countFailures returns the failures in a row after a cycle (or IDLE session) that
+// ended with err, given the count before: none after a success or a cycle in which only
+// some folders failed; one after an IDLE session that made progress before its error,
+// since a long session's end starts the backoff afresh; one more otherwise.
+func countFailures(before int, progressed bool, err error) int {
+	var partial *FolderErrors
+	switch {
+	case err == nil, errors.As(err, &partial):
+		return 0
+	case progressed:
+		return 1
+	}
+	return before + 1
 }
 
 // runOnce runs one cycle, or one IDLE session of many cycles. progressed reports that
@@ -130,7 +138,8 @@ func (p *Poller) runOnce(ctx context.Context) (progressed bool, err error) {
 }
 
 // runIdle keeps one IMAP connection: a cycle, then IDLE until new mail or the
-// interval, then a cycle again. It returns when the connection or a cycle fails, or
+// interval, then a cycle again. It returns when the connection or a cycle fails (not
+// just some of its folders: FolderErrors), or
 // after one cycle when the server has no IDLE (Run then polls by interval).
 func (p *Poller) runIdle(ctx context.Context) (progressed bool, err error) {
 	start := time.Now()
@@ -150,7 +159,11 @@ func (p *Poller) runIdle(ctx context.Context) (progressed bool, err error) {
 	}
 	for {
 		if _, err := p.cycleLocked(ctx, sess, start); err != nil {
-			return progressed, err
+			var partial *FolderErrors
+			if !errors.As(err, &partial) {
+				return progressed, err
+			}
+			// Some folders failed (logged with the cycle): IDLE goes on.
 		}
 		progressed = true
 		if !ok {

@@ -2,6 +2,8 @@ package pollers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -65,5 +67,27 @@ func TestSleepCancel(t *testing.T) {
 	}
 	if !sleep(context.Background(), time.Millisecond) {
 		t.Fatal("sleep did not report a completed wait")
+	}
+}
+
+func TestCountFailures(t *testing.T) {
+	boom := errors.New("connection refused")
+	partial := &FolderErrors{Err: errors.New("folder Archiv: NO [NONEXISTENT]")}
+	for _, c := range []struct {
+		before     int
+		progressed bool
+		err        error
+		want       int
+	}{
+		{3, false, nil, 0},
+		{3, false, partial, 0},
+		{3, false, fmt.Errorf("cycle: %w", partial), 0},
+		{3, false, boom, 4},
+		{0, false, boom, 1},
+		{5, true, boom, 1},
+	} {
+		if got := countFailures(c.before, c.progressed, c.err); got != c.want {
+			t.Errorf("countFailures(%d, %v, %v) = %d, want %d", c.before, c.progressed, c.err, got, c.want)
+		}
 	}
 }
