@@ -53,6 +53,9 @@ type Message struct {
 	// found): the deliveries are durable only once the caller's Batch.Sync has returned
 	// nil. A source importing many messages at once fsyncs each folder once that way.
 	Batch *durable.Batch
+	// Lookup, when not nil, shares the listings of cur/ folders among the recovered
+	// messages of a batch (see Lookup).
+	Lookup *Lookup
 	// Recovered marks a message whose earlier import may have been interrupted (a
 	// claim found at start-up, a retry after a transient error, a UID left in flight).
 	// Before each delivery the target Maildir is searched for the delivery's file name
@@ -364,12 +367,12 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 			}
 			return d, nil
 		}
-		if p, ok := inbox.Find(name); ok {
+		if p, ok := inbox.FindIn(name, msg.Lookup); ok {
 			return found(p)
 		}
 		if sv != nil {
 			if junk, err := inbox.Folder(im.spamFolder()); err == nil {
-				if p, ok := junk.Find(name); ok {
+				if p, ok := junk.FindIn(name, msg.Lookup); ok {
 					return found(p)
 				}
 			}

@@ -2,10 +2,12 @@ package importer
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-maildir/maildirpp"
 
@@ -71,8 +73,13 @@ type folderDone Maildir
 // Find looks for a delivery named name in new/ and cur/, where a mail reader may have
 // moved it adding ":2,flags" or, like Dovecot, ",S=size" before that. It is only used
 // for recovered messages: it reads cur/ in chunks, so it costs one scan of the folder
-// but no memory that grows with it.
+// but no memory that grows with it. FindIn shares the scans of a batch.
 func (m Maildir) Find(name string) (string, bool) {
+	return m.FindIn(name, nil)
+}
+
+// FindIn is Find with the listing of cur/ taken from lk, when not nil.
+func (m Maildir) FindIn(name string, lk *Lookup) (string, bool) {
 	p := filepath.Join(string(m), "new", name)
 	if _, err := os.Lstat(p); err == nil {
 		return p, true
@@ -80,6 +87,14 @@ func (m Maildir) Find(name string) (string, bool) {
 	cur := filepath.Join(string(m), "cur")
 	if _, err := os.Lstat(filepath.Join(cur, name)); err == nil {
 		return filepath.Join(cur, name), true
+	}
+	if lk != nil {
+		if n, ok, done := lk.find(cur, name); done {
+			if !ok {
+				return "", false
+			}
+			return filepath.Join(cur, n), true
+		}
 	}
 	d, err := os.Open(cur)
 	if err != nil {
@@ -89,9 +104,7 @@ func (m Maildir) Find(name string) (string, bool) {
 	for {
 		names, err := d.Readdirnames(1024)
 		for _, n := range names {
-			// Delivery names have a fixed length, so a longer name with this prefix is
-			// this delivery with a suffix.
-			if strings.HasPrefix(n, name) && len(n) > len(name) && strings.ContainsRune(":,!;", rune(n[len(name)])) {
+			if base, ok := deliveryBase(n); ok && base == name {
 				return filepath.Join(cur, n), true
 			}
 		}
@@ -99,6 +112,81 @@ func (m Maildir) Find(name string) (string, bool) {
 			return "", false
 		}
 	}
+}
+
+// deliveryBase returns the name a file of cur/ was delivered as: the part before the
+// suffix a reader added (":2,flags", Dovecot's ",S=size", and the other separators in
+// use); ok is false for a name without one (Lstat finds those).
+func deliveryBase(n string) (string, bool) {
+	i := strings.IndexAny(n, ":,!;")
+	if i <= 0 {
+		return "", false
+	}
+	return n[:i], true
+}
+
+// A Lookup shares the listing of cur/ folders among the recovered messages of a batch,
+// so that finding their earlier deliveries costs one scan of each folder rather than
+// one per message: a poller whose state was lost imports a whole mailbox as recovered.
+// A listing is used only while the folder's modification time is the one read before
+// it was taken, and only when that time is at least lookupSettled old, so a rename into
+// the folder in the same clock tick as the listing cannot hide from it. A Lookup is
+// safe for concurrent use; its memory grows with the folders' sizes, so it should live
+// for one batch.
+type Lookup struct {
+	mu    sync.Mutex
+	lists map[string]*curList
+	scans int // listings taken (tests)
+}
+
+type curList struct {
+	mtime time.Time
+	base  map[string]string // delivery name -> file name in cur/
+}
+
+// lookupSettled is how long a cur/ folder must have been unchanged for its listing to
+// be kept: longer than any file system's timestamp granularity.
+const lookupSettled = 2 * time.Second
+
+// find looks name up in the listing of cur. done is false when no listing can be
+// used: the folder changed too recently, or cannot be read (the caller scans).
+func (lk *Lookup) find(cur, name string) (file string, found, done bool) {
+	fi, err := os.Stat(cur)
+	if err != nil || time.Since(fi.ModTime()) < lookupSettled {
+		return "", false, false
+	}
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	l := lk.lists[cur]
+	if l == nil || !l.mtime.Equal(fi.ModTime()) {
+		l = &curList{mtime: fi.ModTime(), base: map[string]string{}}
+		d, err := os.Open(cur)
+		if err != nil {
+			return "", false, false
+		}
+		defer d.Close()
+		for {
+			names, err := d.Readdirnames(1024)
+			for _, n := range names {
+				if b, ok := deliveryBase(n); ok {
+					l.base[b] = n
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return "", false, false
+			}
+		}
+		lk.scans++
+		if lk.lists == nil {
+			lk.lists = map[string]*curList{}
+		}
+		lk.lists[cur] = l
+	}
+	file, found = l.base[name]
+	return file, found, true
 }
 
 // Deliver writes a message into tmp/name, fsyncs it, renames it to new/name and fsyncs

@@ -2,12 +2,14 @@ package importer
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestMaildirFolder(t *testing.T) {
@@ -145,4 +147,60 @@ func touch(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestLookup checks that FindIn with a Lookup finds what Find finds, lists a settled
+// cur/ once for many lookups, lists it again once it changed, and does not keep the
+// listing of a folder that changed just now.
+func TestLookup(t *testing.T) {
+	md := Maildir(filepath.Join(t.TempDir(), "alice"))
+	if err := md.Init(); err != nil {
+		t.Fatal(err)
+	}
+	cur := filepath.Join(string(md), "cur")
+	names := make([]string, 20)
+	for i := range names {
+		names[i] = fmt.Sprintf("1704186901.X%024d.mxdrop", i)
+		suffix := []string{":2,S", ",S=748,W=760:2,RS", ""}[i%3]
+		if err := os.WriteFile(filepath.Join(cur, names[i]+suffix), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// settle ages cur/'s modification time, as if the last change were ago.
+	settle := func(ago time.Duration) {
+		old := time.Now().Add(-ago)
+		if err := os.Chtimes(cur, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle(time.Minute)
+	lk := &Lookup{}
+	for _, n := range names {
+		want, wantOK := md.Find(n)
+		got, ok := md.FindIn(n, lk)
+		if !ok || !wantOK || got != want {
+			t.Errorf("%s: FindIn = %s %v, Find = %s %v", n, got, ok, want, wantOK)
+		}
+	}
+	if _, ok := md.FindIn("1704186901.X999999999999999999999999.mxdrop", lk); ok {
+		t.Error("found a delivery that is not there")
+	}
+	if lk.scans != 1 {
+		t.Errorf("%d listings of cur/ for 21 lookups, want 1", lk.scans)
+	}
+
+	// A reader moves another delivery into cur/: the folder changed, so it is listed
+	// again and the delivery is found.
+	late := "1704186901.X100000000000000000000000.mxdrop"
+	if err := os.WriteFile(filepath.Join(cur, late+":2,S"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Just changed: not listed into the Lookup, scanned directly.
+	if _, ok := md.FindIn(late, lk); !ok || lk.scans != 1 {
+		t.Errorf("a delivery moved in just now: found %v, listings %d (want found, 1)", ok, lk.scans)
+	}
+	settle(30 * time.Second)
+	if _, ok := md.FindIn(late, lk); !ok || lk.scans != 2 {
+		t.Errorf("after the change settled: found %v, listings %d (want found, 2)", ok, lk.scans)
+	}
 }

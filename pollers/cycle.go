@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/durable"
 )
 
@@ -521,9 +522,10 @@ func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []
 	jobs := make([]importJob, len(got))
 	var groups [][]int
 	byMID := map[string]int{}
+	lookup := &importer.Lookup{}
 	for i, g := range got {
 		h, mid := spoolHeader(g)
-		jobs[i] = importJob{g: g, h: h, mid: mid, recovered: byKey[g.m.Key].recovered, batch: batch}
+		jobs[i] = importJob{g: g, h: h, mid: mid, recovered: byKey[g.m.Key].recovered, batch: batch, lookup: lookup}
 		if gi, ok := byMID[mid]; ok && mid != "" {
 			groups[gi] = append(groups[gi], i)
 			continue

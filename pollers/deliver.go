@@ -35,6 +35,8 @@ type importJob struct {
 	recovered bool
 	// batch collects the Maildir folders to fsync before the batch is marked done.
 	batch *durable.Batch
+	// lookup shares the listings of cur/ among the batch's recovered messages.
+	lookup *importer.Lookup
 }
 
 type delivery struct {
@@ -58,7 +60,7 @@ func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJo
 	l := p.log.With().Str("uid", g.m.Key).Logger()
 	msg := importer.Message{
 		ID: f.id(g.m), Name: f.label(g.m), Size: g.size, Arrived: g.m.Arrived, Recovered: recovered,
-		Open: g.open, Header: h, Batch: j.batch,
+		Open: g.open, Header: h, Batch: j.batch, Lookup: j.lookup,
 	}
 	if msg.Arrived.IsZero() {
 		msg.Arrived = arrivedFromHeader(h)
