@@ -311,18 +311,21 @@ func batchLen(items []item) int {
 // a crash at any point harmless:
 //
 //  1. fetch a batch into the spool (a crash: nothing happened yet);
-//  2. mark the fetched messages in flight, one transaction (a crash from here to 4:
-//     they are imported again as Recovered, and the importer skips every delivery
-//     already in the Maildir);
+//  2. mark the batch's messages in flight, one transaction (for every batch but a
+//     cycle's first, the transaction of the previous batch's step 4; a crash from
+//     here to 4: they are imported again as Recovered, and the importer skips every
+//     delivery already in the Maildir);
 //  3. import each; DSNs and quarantine copies are durable when this returns;
 //  4. mark them done with their Message-ID keys, one transaction (a crash from here:
 //     they are never fetched again, and deleted by the next cycle as keep says);
 //  5. delete the server copies that keep does not keep.
 //
 // Steps 3 and 4 of one batch run while the next batch is fetched, so that the
-// connection and the disk work at the same time; the connection is used by this
-// goroutine only. A connection lost in step 1 still imports the messages that arrived
-// complete; after a failed fetch the connection is not used again.
+// connection and the disk work at the same time; step 4 also marks that next batch in
+// flight, in the same transaction, and the next batch is imported only once it has
+// committed. The connection is used by this goroutine only. A connection lost in step 1
+// still imports the messages that arrived complete; after a failed fetch the connection
+// is not used again.
 func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder, items []item) (st CycleStats, err error) {
 	var prev *batchRun // being imported
 	defer func() {
@@ -332,13 +335,18 @@ func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder,
 			prev.release(sp)
 		}
 	}()
+	// marked says that the next batch's items are marked in flight already: step 2 of
+	// a batch rides on step 4 of the one before, one transaction instead of two.
+	marked := false
 	for len(items) > 0 || prev != nil {
 		var next *batchRun
 		var ferr error
+		markedByPrev := false
 		if len(items) > 0 {
 			if ferr = ctx.Err(); ferr == nil {
 				n := batchLen(items)
-				next, ferr = p.fetchBatch(ctx, state, sp, f, items[:n])
+				markedByPrev = marked
+				next, ferr = p.fetchBatch(ctx, state, sp, f, items[:n], !marked)
 				items = items[n:]
 			}
 		}
@@ -352,15 +360,28 @@ func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder,
 			prev = nil
 			if perr != nil {
 				ferr = errors.Join(perr, ferr)
+				if next != nil && markedByPrev && !committed(perr) {
+					// Its in-flight marks may have failed with the done transaction
+					// they rode on: it must not be imported. It stays on the server.
+					next.release(sp)
+					next = nil
+				}
 			}
 		}
 		if next == nil {
 			if ferr != nil {
 				return st, ferr
 			}
+			marked = false
 			continue
 		}
-		next.start(p, state, f)
+		// Mark the batch after this one in flight with this one's done transaction.
+		var ahead map[string]Entry
+		if ferr == nil && len(items) > 0 {
+			ahead = p.inflight(items[:batchLen(items)])
+		}
+		next.start(p, state, f, ahead)
+		marked = ahead != nil
 		if ferr != nil {
 			// The connection is most likely gone: import what arrived, and let the
 			// next cycle delete what is due.
@@ -374,6 +395,35 @@ func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder,
 	return st, nil
 }
 
+// committed reports whether err, a finished batch's error, came after its done
+// transaction (and the in-flight marks that rode on it) had committed.
+func committed(err error) bool {
+	var d *deleteError
+	return errors.As(err, &d)
+}
+
+// deleteError is a failure of step 5, after the batch's transaction committed.
+type deleteError struct{ err error }
+
+func (e *deleteError) Error() string { return "delete: " + e.err.Error() }
+func (e *deleteError) Unwrap() error { return e.err }
+
+// inflight returns the in-flight entries of items, and notes them in the items.
+func (p *Poller) inflight(items []item) map[string]Entry {
+	now := p.now().Unix()
+	out := make(map[string]Entry, len(items))
+	for i := range items {
+		it := &items[i]
+		e := it.entry
+		if !it.known {
+			e = Entry{First: now}
+		}
+		e.Status, e.Size = StatusInFlight, it.m.Size
+		out[it.m.Key], it.entry = e, e
+	}
+	return out
+}
+
 // batchRun is one batch between its fetch and its acknowledgement.
 type batchRun struct {
 	got   []spooled
@@ -385,10 +435,11 @@ type batchRun struct {
 	done  chan struct{}
 }
 
-// fetchBatch is steps 1 and 2: it fetches items and marks what arrived in flight. It
-// returns nil when nothing arrived; the error is the fetch's or the state's. A batch
-// whose in-flight mark failed is not returned: it must not be imported.
-func (p *Poller) fetchBatch(ctx context.Context, state *State, sp *spool, f folder, items []item) (*batchRun, error) {
+// fetchBatch is steps 1 and 2: it fetches items and, when mark is true, marks what
+// arrived in flight (otherwise the items were marked before). It returns nil when
+// nothing arrived; the error is the fetch's or the state's. A batch whose in-flight
+// mark failed is not returned: it must not be imported.
+func (p *Poller) fetchBatch(ctx context.Context, state *State, sp *spool, f folder, items []item, mark bool) (*batchRun, error) {
 	msgs := make([]remoteMsg, len(items))
 	b := &batchRun{byKey: make(map[string]*item, len(items)), now: p.now().Unix()}
 	for i := range items {
@@ -403,15 +454,16 @@ func (p *Poller) fetchBatch(ctx context.Context, state *State, sp *spool, f fold
 		return nil, ferr
 	}
 	b.got, b.st.Fetched = got, len(got)
-	inflight := make(map[string]Entry, len(got))
+	if !mark {
+		return b, ferr
+	}
+	arrived := make([]item, 0, len(got))
 	for _, g := range got {
-		it := b.byKey[g.m.Key]
-		e := it.entry
-		if !it.known {
-			e = Entry{First: b.now}
-		}
-		e.Status, e.Size = StatusInFlight, g.m.Size
-		inflight[g.m.Key], it.entry = e, e
+		arrived = append(arrived, *b.byKey[g.m.Key])
+	}
+	inflight := p.inflight(arrived)
+	for k, e := range inflight {
+		b.byKey[k].entry = e
 	}
 	if err := state.Apply(f.scope(), Change{Put: inflight}); err != nil {
 		b.release(sp)
@@ -424,7 +476,10 @@ func (p *Poller) fetchBatch(ctx context.Context, state *State, sp *spool, f fold
 // start runs steps 3 and 4 in the background. The imports are local work: they finish
 // even when the cycle's context is cancelled, so that a shutdown does not leave a
 // batch half done.
-func (b *batchRun) start(p *Poller, state *State, f folder) {
+//
+// ahead, when not nil, are the in-flight marks of the next batch, committed in the
+// same transaction as this batch's done marks.
+func (b *batchRun) start(p *Poller, state *State, f folder, ahead map[string]Entry) {
 	b.done = make(chan struct{})
 	go func() {
 		defer close(b.done)
@@ -434,7 +489,7 @@ func (b *batchRun) start(p *Poller, state *State, f folder) {
 				b.st.Errors++
 			}
 		}()
-		b.err = p.importAndMark(state, f, b)
+		b.err = p.importAndMark(state, f, b, ahead)
 	}()
 }
 
@@ -452,8 +507,8 @@ func (b *batchRun) release(sp *spool) {
 	b.got = nil
 }
 
-// importAndMark is steps 3 and 4.
-func (p *Poller) importAndMark(state *State, f folder, b *batchRun) error {
+// importAndMark is steps 3 and 4, and step 2 of the next batch (ahead).
+func (p *Poller) importAndMark(state *State, f folder, b *batchRun, ahead map[string]Entry) error {
 	done := make(map[string]Entry, len(b.got))
 	dups := map[string]int64{}
 	// The deliveries' Maildir folders are fsynced once for the batch, below, rather
@@ -491,6 +546,9 @@ func (p *Poller) importAndMark(state *State, f folder, b *batchRun) error {
 			b.st.Kept++
 		}
 	}
+	for k, e := range ahead {
+		done[k] = e
+	}
 	if len(done) > 0 {
 		if err := state.Apply(f.scope(), Change{Put: done, Dups: dups}); err != nil {
 			b.del = nil
@@ -508,7 +566,7 @@ func (p *Poller) ack(ctx context.Context, f folder, b *batchRun, st *CycleStats)
 	n, err := f.remove(ctx, b.del)
 	st.Deleted += n
 	if err != nil {
-		return fmt.Errorf("delete: %w", err)
+		return &deleteError{err}
 	}
 	return nil
 }

@@ -69,7 +69,7 @@ func TestPollersKill9(t *testing.T) {
 `, popHost, popPort, imapHost, imapPort))
 
 	// Each run is killed while the pollers are at work, whatever the speed of the
-	// machine: once the run has delivered something, after a random few milliseconds
+	// machine: once the run has delivered something, after a random 0-50 milliseconds
 	// more, so that the kill lands anywhere in a batch (mid-fetch, between a delivery and
 	// its state commit, between the commit and the deletion on the server).
 	newCount := func() int {
@@ -88,7 +88,7 @@ func TestPollersKill9(t *testing.T) {
 		for newCount() == before && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Duration(rng.Intn(10)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.Intn(50)) * time.Millisecond)
 		p.kill()
 	}
 	leftPop, leftIMAP := srv.Count(t, "popuser", "INBOX"), srv.Count(t, "imapuser", "INBOX")
