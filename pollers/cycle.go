@@ -67,6 +67,7 @@ func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st
 		return st, err
 	}
 	defer state.Close()
+	state.fault = p.stateFault
 	sp, err := newSpool(filepath.Join(p.dir, "spool"))
 	if err == nil {
 		err = sp.clean()

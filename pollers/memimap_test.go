@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -694,5 +695,56 @@ func TestOnce(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "poller bad") {
 		t.Fatalf("error %v does not name the failed poller", err)
+	}
+}
+
+// TestDoneTransactionFails makes the done transaction of a cycle's first batch fail.
+// The second batch, fetched meanwhile, had its in-flight marks in that transaction, so
+// it must not be imported; nothing is deleted from the server. The next cycle imports
+// the first batch again as recovered (no second copy) and the rest once.
+func TestDoneTransactionFails(t *testing.T) {
+	srv := newMemIMAP(t, nil)
+	e := newEnv(t, "alice@example.com")
+	const n = 2*batchMaxMessages + 10
+	var all []string
+	for i := range n {
+		id := fmt.Sprintf("done%d@x", i)
+		srv.append(t, "INBOX", message(id, "To: alice@example.com"))
+		all = append(all, "<"+id+">")
+	}
+	p := e.poller(srv.pollerConfig(nil))
+	failed := 0
+	p.stateFault = func(scope string, c Change) error {
+		for _, en := range c.Put {
+			if en.Status == StatusDone && failed == 0 {
+				failed++
+				return errors.New("no space left on device (injected)")
+			}
+		}
+		return nil
+	}
+	st, err := p.Cycle(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "mark done") {
+		t.Fatalf("cycle with a failing done transaction: %v", err)
+	}
+	if st.Delivered != batchMaxMessages || st.Deleted != 0 {
+		t.Errorf("stats %+v: want the first batch delivered, nothing deleted", st)
+	}
+	if got := e.delivered("alice@example.com"); len(got) != batchMaxMessages {
+		t.Errorf("%d messages delivered; want only the first batch's %d (the second rode on the failed transaction)", len(got), batchMaxMessages)
+	}
+	if k := srv.count(t, "INBOX"); k != n {
+		t.Errorf("server holds %d of %d messages", k, n)
+	}
+
+	p.stateFault = nil
+	st = e.cycle(p)
+	// The first batch counts as delivered again: its copies are found, not written.
+	if st.Delivered != n || st.Deleted != n {
+		t.Errorf("second cycle %+v: want %d delivered, %d deleted", st, n, n)
+	}
+	e.wantDelivered("alice@example.com", all...)
+	if k := srv.count(t, "INBOX"); k != 0 {
+		t.Errorf("server still holds %d messages", k)
 	}
 }

@@ -75,6 +75,9 @@ type Poller struct {
 	now       func() time.Time
 	log       zerolog.Logger
 
+	// stateFault is handed to the state of every cycle (State.fault): tests only.
+	stateFault func(scope string, c Change) error
+
 	mu           sync.Mutex // held for a cycle
 	checked      bool       // the state file's consistency check has run
 	noIdleLogged bool

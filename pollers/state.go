@@ -87,6 +87,9 @@ var ErrStateLocked = errors.New("state file is in use by another process")
 type State struct {
 	db   *bolt.DB
 	path string
+	// fault, when not nil, is asked before every Apply and fails it with its error
+	// (tests of the failure paths; see Poller.stateFault).
+	fault func(scope string, c Change) error
 }
 
 // StateProblem is what OpenState found wrong with an existing state: the file was lost
@@ -270,6 +273,11 @@ type Change struct {
 
 // Apply makes c durable in one transaction, creating the scope when missing.
 func (s *State) Apply(scope string, c Change) error {
+	if s.fault != nil {
+		if err := s.fault(scope, c); err != nil {
+			return err
+		}
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		scopes := tx.Bucket(bucketScopes)
 		b := scopes.Bucket([]byte(scope))
