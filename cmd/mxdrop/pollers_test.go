@@ -69,9 +69,12 @@ func TestPollersKill9(t *testing.T) {
 `, popHost, popPort, imapHost, imapPort))
 
 	// Each run is killed while the pollers are at work, whatever the speed of the
-	// machine: once the run has delivered something, after a random 0-50 milliseconds
-	// more, so that the kill lands anywhere in a batch (mid-fetch, between a delivery and
-	// its state commit, between the commit and the deletion on the server).
+	// machine: once the run has delivered something, after a random 0-2 milliseconds
+	// more (every fourth run 0-25), so that the kill lands anywhere in a batch or a few
+	// batches on (mid-fetch, between a delivery and its state commit, between the commit
+	// and the deletion on the server). The kills
+	// stop once 80% of the messages are delivered: a run with nothing left to deliver
+	// would finish cleanly instead of being killed at work.
 	newCount := func() int {
 		n := 0
 		for _, acct := range []string{"alice", "bob"} {
@@ -81,15 +84,24 @@ func TestPollersKill9(t *testing.T) {
 		return n
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	for kill := 0; kill < 20; kill++ {
+	kills := 0
+	for ; kills < 20 && newCount() < 2*perAccount*8/10; kills++ {
 		before := newCount()
 		p := e.start("run")
 		deadline := time.Now().Add(30 * time.Second)
 		for newCount() == before && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Duration(rng.Intn(50)) * time.Millisecond)
+		delay := rng.Intn(3)
+		if kills%4 == 3 {
+			delay = rng.Intn(25)
+		}
+		time.Sleep(time.Duration(delay) * time.Millisecond)
 		p.kill()
+	}
+	t.Logf("%d kills", kills)
+	if kills < 3 {
+		t.Errorf("only %d kills before 80%% of the messages were delivered; want at least 3", kills)
 	}
 	leftPop, leftIMAP := srv.Count(t, "popuser", "INBOX"), srv.Count(t, "imapuser", "INBOX")
 	t.Logf("after the kills the server still holds %d POP3 and %d IMAP messages of %d each", leftPop, leftIMAP, perAccount)
