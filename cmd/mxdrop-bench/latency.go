@@ -83,13 +83,20 @@ func (b *bench) latency(rate, backlog, runs int) error {
 	var onceRates, daemonRates []float64
 	var rss float64
 	for r := 0; r < max(runs, 1); r++ {
-		onceRate, _, err := b.backlogOnce(cfg, drop, maildir, backlog)
-		if err != nil {
-			return err
-		}
-		daemonRate, drss, err := b.backlogDaemon(cfg, drop, maildir, backlog)
-		if err != nil {
-			return err
+		// run --once goes first in every other pair, the daemon in the others, so that
+		// neither always follows the other's deletions and fills.
+		var onceRate, daemonRate, drss float64
+		var err error
+		onceFirst := r%2 == 0
+		for _, once := range []bool{onceFirst, !onceFirst} {
+			if once {
+				onceRate, _, err = b.backlogOnce(cfg, drop, maildir, backlog)
+			} else {
+				daemonRate, drss, err = b.backlogDaemon(cfg, drop, maildir, backlog)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		fmt.Printf("run %d/%d backlog %d: run --once %.0f msg/s, daemon %.0f msg/s\n", r+1, runs, backlog, onceRate, daemonRate)
 		onceRates, daemonRates, rss = append(onceRates, onceRate), append(daemonRates, daemonRate), max(rss, drss)
