@@ -126,15 +126,21 @@ func emptyDir(dir string) {
 	}
 }
 
-func (b *bench) backlogOnce(cfg, drop, maildir string, n int) (float64, float64, error) {
+// prepareBacklog empties new/, fills the drop folder with n settled files, and returns
+// a watch of new/. Both backlog measurements count arrivals through it (polling the
+// folders would compete with mxdrop for the CPU and the directory locks), so both pay
+// for it.
+func (b *bench) prepareBacklog(drop, maildir string, n int) (*fsnotify.Watcher, error) {
 	emptyDir(filepath.Join(maildir, "new"))
 	if err := b.fillDrop(drop, n); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	settled()
-	// The daemon's measurement counts arrivals through inotify; the same watch, drained
-	// the same way, runs here, so that both pay for it.
-	w, err := watchNew(maildir)
+	return watchNew(maildir)
+}
+
+func (b *bench) backlogOnce(cfg, drop, maildir string, n int) (float64, float64, error) {
+	w, err := b.prepareBacklog(drop, maildir, n)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -167,14 +173,7 @@ func (b *bench) backlogOnce(cfg, drop, maildir string, n int) (float64, float64,
 }
 
 func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float64, error) {
-	emptyDir(filepath.Join(maildir, "new"))
-	if err := b.fillDrop(drop, n); err != nil {
-		return 0, 0, err
-	}
-	settled()
-	// Count arrivals in new/ through inotify: polling the folders would compete with
-	// the daemon for the CPU and the directory locks.
-	w, err := watchNew(maildir)
+	w, err := b.prepareBacklog(drop, maildir, n)
 	if err != nil {
 		return 0, 0, err
 	}
