@@ -2,9 +2,7 @@ package bounce
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -15,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxdrop/mxdrop/importer"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // t0 is the fixed "now" of the tests.
@@ -151,40 +151,12 @@ var (
 )
 
 // logBuffer collects JSON log events.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type logBuffer struct{ testenv.LogBuffer }
 
 func (l *logBuffer) logger() zerolog.Logger { return zerolog.New(l) }
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // events returns the logged events whose outcome is outcome ("" = all).
 func (l *logBuffer) events(t *testing.T, outcome string) []map[string]any {
 	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if outcome == "" || ev["outcome"] == outcome {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return l.Events(t, "outcome", outcome)
 }

@@ -21,6 +21,8 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // fakeClock is a settable clock for keep_days and the duplicate window.
@@ -46,22 +48,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // logBuffer collects JSON log events, safely for concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = testenv.LogBuffer
 
 // recordingBouncer records every Bounce call.
 type recordingBouncer struct {

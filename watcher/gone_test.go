@@ -1,38 +1,21 @@
 package watcher
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestDropFolderGoneAndBack(t *testing.T) {
 	c, root := testConnector(t)
-	var logs syncBuf
+	var logs testenv.LogBuffer
 	c.Log = zerolog.New(&logs)
 	m := NewManager("daemon", 2, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,45 +4,27 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // testWords is the word table of the rule tests.
 var testWords = []string{"viagra", "cheap pills", "casino", "казино", "größe", "free money now"}
 
-// logBuffer collects a Checker's log events; safe for concurrent writes.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// logBuffer collects a Checker's log events.
+type logBuffer struct{ testenv.LogBuffer }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// events returns the logged events with the given message.
-func (l *logBuffer) events(msg string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		var ev map[string]any
-		if json.Unmarshal([]byte(line), &ev) == nil && (msg == "" || ev["message"] == msg) {
-			out = append(out, ev)
-		}
-	}
-	return out
+// events returns the logged events with the given message ("" = all).
+func (l *logBuffer) events(t testing.TB, msg string) []map[string]any {
+	return l.Events(t, "message", msg)
 }
 
 // newChecker builds a Checker from cfg that logs at debug level into the returned buffer.

@@ -161,7 +161,7 @@ func TestRealSpamd(t *testing.T) {
 		if b := dovecottest.Fetch(t, maildir, laterID); !strings.Contains(string(b), "X-Spam-Status: Unchecked, spam check failed: spamd unreachable\n") {
 			t.Errorf("the unchecked copy lacks its mark:\n%.600s", b)
 		}
-		if evs := logs.events("spam check failed; the message goes to the inbox unchecked"); len(evs) != 1 || evs[0]["stage"] != "connect" {
+		if evs := logs.events(t, "spam check failed; the message goes to the inbox unchecked"); len(evs) != 1 || evs[0]["stage"] != "connect" {
 			t.Errorf("failure events: %v", evs)
 		}
 	})

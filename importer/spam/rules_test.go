@@ -325,7 +325,7 @@ func TestUnknownCharsetWarns(t *testing.T) {
 	if v, err := classify(t, c, raw, nil); err != nil || v.Spam {
 		t.Fatalf("%+v %v", v, err)
 	}
-	evs := logs.events("unknown charset: text scanned undecoded")
+	evs := logs.events(t, "unknown charset: text scanned undecoded")
 	if len(evs) != 2 {
 		t.Fatalf("%d unknown-charset events, want 2 (subject and body)", len(evs))
 	}
@@ -460,7 +460,7 @@ func TestReadError(t *testing.T) {
 	if n := c.Counts().Unchecked; n != 1 {
 		t.Errorf("Unchecked = %d", n)
 	}
-	if evs := logs.events("spam check failed; the message goes to the inbox unchecked"); len(evs) != 1 || evs[0]["component"] != "spam" {
+	if evs := logs.events(t, "spam check failed; the message goes to the inbox unchecked"); len(evs) != 1 || evs[0]["component"] != "spam" {
 		t.Errorf("events %v", evs)
 	}
 }

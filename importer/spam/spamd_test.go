@@ -147,7 +147,7 @@ func TestSpamdProtocol(t *testing.T) {
 				if err == nil || err.Error() != tc.wantErr || !errors.As(err, &se) || se.Stage != tc.wantStage {
 					t.Fatalf("Classify = %+v, %v; want error %q", v, err, tc.wantErr)
 				}
-				evs := logs.events("spam check failed; the message goes to the inbox unchecked")
+				evs := logs.events(t, "spam check failed; the message goes to the inbox unchecked")
 				if len(evs) != 1 || evs[0]["component"] != "spam" || evs[0]["level"] != "warn" ||
 					evs[0]["spamd"] != f.addr || evs[0]["stage"] != tc.wantStage || evs[0]["error"] == "" {
 					t.Errorf("log events %v", evs)

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -28,5 +29,20 @@ func TestUnavailable(t *testing.T) {
 		if got := r.fatal + r.skip; got[:13] != "spamd missing" {
 			t.Errorf("message %q", got)
 		}
+	}
+}
+
+func TestLogBuffer(t *testing.T) {
+	var l LogBuffer
+	l.Write([]byte(`{"message":"a","n":1}` + "\n"))
+	l.Write([]byte(`{"message":"b"}` + "\n" + `{"message":"a","n":2}` + "\n"))
+	if got := l.Events(t, "message", "a"); len(got) != 2 || got[1]["n"] != 2.0 {
+		t.Errorf("Events(message, a) = %v", got)
+	}
+	if got := l.Events(t, "message", ""); len(got) != 3 {
+		t.Errorf("Events(message, \"\") = %v", got)
+	}
+	if !strings.Contains(l.String(), `"message":"b"`) {
+		t.Errorf("String() = %q", l.String())
 	}
 }
