@@ -379,7 +379,12 @@ func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder,
 		// Mark the batch after this one in flight with this one's done transaction.
 		var ahead map[string]Entry
 		if ferr == nil && len(items) > 0 {
-			ahead = p.inflight(items[:batchLen(items)])
+			following := items[:batchLen(items)]
+			ptrs := make([]*item, len(following))
+			for i := range following {
+				ptrs[i] = &following[i]
+			}
+			ahead = p.inflight(ptrs)
 		}
 		next.start(p, state, f, ahead)
 		marked = ahead != nil
@@ -410,11 +415,10 @@ func (e *deleteError) Error() string { return "delete: " + e.err.Error() }
 func (e *deleteError) Unwrap() error { return e.err }
 
 // inflight returns the in-flight entries of items, and notes them in the items.
-func (p *Poller) inflight(items []item) map[string]Entry {
+func (p *Poller) inflight(items []*item) map[string]Entry {
 	now := p.now().Unix()
 	out := make(map[string]Entry, len(items))
-	for i := range items {
-		it := &items[i]
+	for _, it := range items {
 		e := it.entry
 		if !it.known {
 			e = Entry{First: now}
@@ -458,14 +462,11 @@ func (p *Poller) fetchBatch(ctx context.Context, state *State, sp *spool, f fold
 	if !mark {
 		return b, ferr
 	}
-	arrived := make([]item, 0, len(got))
-	for _, g := range got {
-		arrived = append(arrived, *b.byKey[g.m.Key])
+	arrived := make([]*item, len(got))
+	for i, g := range got {
+		arrived[i] = b.byKey[g.m.Key]
 	}
 	inflight := p.inflight(arrived)
-	for k, e := range inflight {
-		b.byKey[k].entry = e
-	}
 	if err := state.Apply(f.scope(), Change{Put: inflight}); err != nil {
 		b.release(sp)
 		// The fetch counts: the messages stay on the server and are fetched again.

@@ -70,15 +70,15 @@ func (c *Client) DeleAll(nums []int) (refused []error, err error) {
 			refused[i] = e
 		}
 		return nil
-	}, func() bool { return true })
+	}, nil)
 	return refused, err
 }
 
 // pipeline sends verb for each of nums, up to pipelineWindow ahead of the replies (one
 // at a time without PIPELINING), and calls reply with each reply's index and its
-// *Error, if it was -ERR; on +OK reply must consume whatever the reply carries. more
-// says whether to send further commands; when it turns false, only the replies to the
-// commands sent are read. An error of reply or of the connection is returned at once.
+// *Error, if it was -ERR; on +OK reply must consume whatever the reply carries. more,
+// when not nil, says whether to send further commands; when it turns false, only the
+// replies to the commands sent are read. An error of reply or of the connection is returned at once.
 func (c *Client) pipeline(verb string, nums []int, reply func(i int, refused *Error) error, more func() bool) error {
 	window := 1
 	if len(nums) > 1 && c.Pipelining() {
@@ -89,7 +89,7 @@ func (c *Client) pipeline(verb string, nums []int, reply func(i int, refused *Er
 	}
 	sent, done := 0, 0
 	for done < len(nums) {
-		if sent < len(nums) && (sent == done || sent-done <= window/2) && more() {
+		if sent < len(nums) && (sent == done || sent-done <= window/2) && (more == nil || more()) {
 			for sent < len(nums) && sent-done < window {
 				c.bw.WriteString(verb)
 				c.bw.WriteByte(' ')
