@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -197,20 +198,29 @@ func (p *Poller) folderCycle(ctx context.Context, state *State, sp *spool, f fol
 
 	now := p.now()
 	var fresh, expired []remoteMsg
-	for _, m := range msgs {
+	for i := range msgs {
+		m := &msgs[i]
 		e, ok := ss.Entries[m.Key]
+		m.Gen = e.Gen
 		switch {
 		case !ok || e.Status == StatusInFlight:
-			fresh = append(fresh, m)
+			fresh = append(fresh, *m)
 		case e.Status == StatusTooLarge:
 			if p.tooLarge(e.Size) {
 				st.TooLarge++
 			} else {
-				fresh = append(fresh, m) // max_message_size was raised
+				fresh = append(fresh, *m) // max_message_size was raised
 			}
 		case e.Status == StatusDone && p.deleteDue(e, now):
-			expired = append(expired, m)
+			expired = append(expired, *m)
 		}
+	}
+	if len(expired) > 0 {
+		var again []remoteMsg
+		if expired, again, err = p.verifyExpired(ctx, f, ss.Entries, expired); err != nil {
+			return st, fmt.Errorf("verify before delete: %w", err)
+		}
+		fresh = append(fresh, again...)
 	}
 	if len(expired) > 0 {
 		n, err := f.remove(ctx, expired)
@@ -293,6 +303,60 @@ func (p *Poller) deleteDue(e Entry, now time.Time) bool {
 		return now.Unix()-e.First >= int64(p.cfg.KeepDays)*86400
 	}
 	return true
+}
+
+// verifyExpired splits expired, handled messages due for deletion, into those whose
+// server copy is still the one delivered (del) and those to fetch again (again), whose
+// entries it replaces in entries. A POP3 server may list a new message under the UIDL
+// of one delivered before (RFC 1939 section 7 forbids it; some servers reuse a slot's
+// id): deleting on the state's word would delete it unfetched. So the copy on the
+// server is deleted only when the size LIST gives and the headerPrint of TOP n 0 both
+// match what was recorded at delivery. On a mismatch the message is new: it gets a new
+// generation, part of its identity, so its deliveries do not take the old one's file
+// names, and the mismatch is logged at warn. An entry without a header print (written
+// before it was recorded), or a server that refuses TOP, cannot be verified: unless its
+// size already tells it apart, the message is fetched again as Recovered under its old
+// identity, so that a copy already in the Maildir is found and not delivered twice.
+// IMAP folders are not checked: a UID is never reused within one UIDVALIDITY (RFC 3501
+// section 2.3.1.1).
+func (p *Poller) verifyExpired(ctx context.Context, f folder, entries map[string]Entry, expired []remoteMsg) (del, again []remoteMsg, err error) {
+	hp, ok := f.(headerPrinter)
+	if !ok {
+		return expired, nil, nil
+	}
+	now := p.now().Unix()
+	for _, m := range expired {
+		e := entries[m.Key]
+		got := ""
+		sameSize := e.Size <= 0 || m.Size < 0 || e.Size == m.Size
+		if sameSize {
+			if got, err = hp.headerPrint(ctx, m); err != nil {
+				return nil, nil, err
+			}
+			if got == "" || e.Header == "" {
+				p.log.Info().Str("uid", m.Key).Str("file", f.label(m)).
+					Msg("cannot verify that the server copy is the message delivered; fetched again, delivered only where the Maildir does not hold it")
+				entries[m.Key] = Entry{Status: StatusInFlight, First: e.First, Size: e.Size, Gen: e.Gen}
+				again = append(again, m)
+				continue
+			}
+			if got == e.Header {
+				del = append(del, m)
+				continue
+			}
+		}
+		gen := strconv.FormatInt(now, 36) + "-" + strconv.FormatInt(int64(m.Size), 36)
+		if got != "" {
+			gen = strconv.FormatInt(now, 36) + "-" + got[:12]
+		}
+		p.log.Warn().Str("uid", m.Key).Str("file", f.label(m)).Int64("recorded_size", e.Size).Int64("size", m.Size).
+			Bool("header_differs", sameSize).Str("reason", "uid_reused").
+			Msg("the server lists a message under the id of one delivered before, but it is another message: fetched as new, not deleted")
+		entries[m.Key] = Entry{First: now, Gen: gen}
+		m.Gen = gen
+		again = append(again, m)
+	}
+	return del, again, nil
 }
 
 // batchLen is how many of items go into the next batch: at most batchMaxMessages and
@@ -537,7 +601,8 @@ func (p *Poller) importAndMark(state *State, f folder, b *batchRun, ahead map[st
 			b.st.Duplicates++
 		}
 		e := b.byKey[g.m.Key].entry
-		e.Status, e.Done, e.MessageID = StatusDone, b.now, d.messageID
+		e.Status, e.Done, e.MessageID, e.Gen = StatusDone, b.now, d.messageID, g.m.Gen
+		e.Header = spoolHeaderPrint(g)
 		done[g.m.Key] = e
 		for _, k := range d.dups {
 			dups[k] = b.now
@@ -664,4 +729,19 @@ func (p *Poller) renumber(ctx context.Context, state *State, f folder, old Scope
 		Int("known", len(old.Entries)).Int("recognised", len(adopted)).
 		Msg("the server renumbered the folder (UIDVALIDITY changed); known messages recognised by Message-ID")
 	return ScopeState{Exists: true, Validity: f.validity(), Entries: adopted}, nil
+}
+
+// spoolHeaderPrint is the headerPrint of a spooled message; empty when it cannot be
+// read (the entry then counts as unverified, see verifyExpired).
+func spoolHeaderPrint(g spooled) string {
+	r, err := g.open()
+	if err != nil {
+		return ""
+	}
+	defer r.Close()
+	hp, err := headerPrint(r)
+	if err != nil {
+		return ""
+	}
+	return hp
 }

@@ -86,7 +86,14 @@ type pop3Folder struct {
 func (f *pop3Folder) scope() string    { return "pop3" }
 func (f *pop3Folder) validity() uint32 { return 0 }
 
-func (f *pop3Folder) id(m remoteMsg) string    { return "poller/" + f.s.p.name + "/pop3/" + m.Key }
+func (f *pop3Folder) id(m remoteMsg) string {
+	id := "poller/" + f.s.p.name + "/pop3/" + m.Key
+	if m.Gen != "" {
+		id += "/" + m.Gen
+	}
+	return id
+}
+
 func (f *pop3Folder) label(m remoteMsg) string { return "pop3/" + m.Key }
 
 // list is UIDL and LIST, oldest (lowest message number) first.
@@ -125,6 +132,27 @@ func (f *pop3Folder) list(ctx context.Context) ([]remoteMsg, error) {
 		out = append(out, remoteMsg{Key: u.UID, Num: uint32(u.Num), Size: sz})
 	}
 	return out, nil
+}
+
+// headerPrint reads the server copy's header block with TOP n 0; empty when the server
+// refuses TOP.
+func (f *pop3Folder) headerPrint(ctx context.Context, m remoteMsg) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	r, err := f.s.c.Top(int(m.Num), 0)
+	var pe *pop3.Error
+	if errors.As(err, &pe) {
+		return "", nil // TOP is optional (RFC 1939 section 7): cannot verify
+	}
+	if err != nil {
+		return "", err
+	}
+	hp, err := headerPrint(r)
+	if cerr := r.Close(); err == nil {
+		err = cerr
+	}
+	return hp, err
 }
 
 // describe has nothing to add: LIST gave the sizes, and POP3 has no arrival date (it is

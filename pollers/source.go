@@ -15,6 +15,10 @@ type remoteMsg struct {
 	// depend on poller state: it is part of the delivery file names, which must come
 	// out the same after a lost state file.
 	Arrived time.Time
+	// Gen tells apart a new message that a POP3 server listed under the UIDL of one
+	// delivered before (see verifyExpired): empty for the first message of a key. It is
+	// part of the message's identity, so their delivery file names differ.
+	Gen string
 }
 
 // session is a logged-in connection, as a cycle uses it.
@@ -62,6 +66,12 @@ type folder interface {
 	commit(ctx context.Context) (int, error)
 	// done is called when the cycle has finished with the folder.
 	done()
+}
+
+// headerPrinter is a folder that can tell the headerPrint of a server copy without
+// fetching the whole message (POP3 TOP n 0).
+type headerPrinter interface {
+	headerPrint(ctx context.Context, m remoteMsg) (string, error)
 }
 
 // renumberer is a folder that can tell the Message-IDs of its messages without

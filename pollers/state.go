@@ -69,7 +69,14 @@ type Entry struct {
 	// MessageID is the message's Message-ID field, kept to recognise the message if the
 	// server renumbers the folder (a new UIDVALIDITY).
 	MessageID string `json:"mid,omitempty"`
-	Size      int64  `json:"size,omitempty"`
+	// Size is the size the server listed when the message was fetched.
+	Size int64 `json:"size,omitempty"`
+	// Header is the headerPrint of the message as delivered (empty in entries written
+	// before it was recorded): the server copy is deleted on the state's word only
+	// when its size and header print still match.
+	Header string `json:"hdr,omitempty"`
+	// Gen is the remoteMsg.Gen the message was delivered under.
+	Gen string `json:"gen,omitempty"`
 }
 
 // ScopeState is one scope's part of the state.
