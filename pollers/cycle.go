@@ -576,7 +576,7 @@ func (b *batchRun) release(sp *spool) {
 // importAndMark is steps 3 and 4, and step 2 of the next batch (ahead).
 func (p *Poller) importAndMark(state *State, f folder, b *batchRun, ahead map[string]Entry) error {
 	done := make(map[string]Entry, len(b.got))
-	dups := map[string]int64{}
+	dups, prints := map[string]int64{}, map[string]string{}
 	// The deliveries' Maildir folders are fsynced once for the batch, below, rather
 	// than once per message.
 	dirs := &durable.Batch{}
@@ -605,7 +605,7 @@ func (p *Poller) importAndMark(state *State, f folder, b *batchRun, ahead map[st
 		e.Header = spoolHeaderPrint(g)
 		done[g.m.Key] = e
 		for _, k := range d.dups {
-			dups[k] = b.now
+			dups[k], prints[k] = b.now, d.print
 		}
 		if p.deleteDue(e, p.now()) {
 			b.del = append(b.del, g.m)
@@ -617,7 +617,7 @@ func (p *Poller) importAndMark(state *State, f folder, b *batchRun, ahead map[st
 		done[k] = e
 	}
 	if len(done) > 0 {
-		if err := state.Apply(f.scope(), Change{Put: done, Dups: dups}); err != nil {
+		if err := state.Apply(f.scope(), Change{Put: done, Dups: dups, DupPrints: prints}); err != nil {
 			b.del = nil
 			return fmt.Errorf("mark done: %w", err)
 		}
@@ -651,6 +651,9 @@ func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []
 	for i, g := range got {
 		h, mid := spoolHeader(g)
 		jobs[i] = importJob{g: g, h: h, mid: mid, recovered: byKey[g.m.Key].recovered, batch: batch, lookup: lookup}
+		if mid != "" {
+			jobs[i].print = contentPrint(g, h)
+		}
 		if gi, ok := byMID[mid]; ok && mid != "" {
 			groups[gi] = append(groups[gi], i)
 			continue
@@ -670,7 +673,7 @@ func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []
 				for _, i := range grp {
 					out[i] = p.deliverSafe(ctx, state, f, jobs[i], pending)
 					for _, k := range out[i].dups {
-						pending[k] = true
+						pending[pendingKey(k, out[i].print)] = true
 					}
 				}
 			}

@@ -32,6 +32,7 @@ type importJob struct {
 	// rejects it with its reason); mid its Message-ID.
 	h         *importer.Header
 	mid       string
+	print     string // contentPrint, compared with the dup keys' prints
 	recovered bool
 	// batch collects the Maildir folders to fsync before the batch is marked done.
 	batch *durable.Batch
@@ -43,7 +44,11 @@ type delivery struct {
 	kind      string
 	messageID string
 	dups      []string // dup keys to record
+	print     string   // the message's contentPrint, recorded with dups
 }
+
+// pendingKey is the key of importBatch's pending map: a dup key and a content print.
+func pendingKey(dupKey, content string) string { return dupKey + "\x00" + content }
 
 // deliver imports one spooled message and acts on the result as the drop-folder
 // watcher does: bounce failed recipients, quarantine what cannot be delivered. It logs
@@ -66,7 +71,7 @@ func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJo
 		msg.Arrived = arrivedFromHeader(h)
 	}
 	if mid != "" {
-		env, filtered, all, err := p.filterDups(state, h, mid, pending)
+		env, filtered, all, err := p.filterDups(state, h, mid, j.print, pending)
 		if err != nil {
 			importer.LogResult(l, msg, importer.Result{MessageID: mid, Size: g.size}, kindRetry, fmt.Errorf("duplicate check: %w", err), start)
 			return delivery{kind: kindRetry}
@@ -75,7 +80,7 @@ func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJo
 			l.Info().Str("file", msg.Name).Str("message_id", mid).Str("outcome", kindDuplicate).
 				Int64("size", g.size).Str("action", p.serverAction()).
 				Int64("duration_ms", time.Since(start).Milliseconds()).Msg("message")
-			return delivery{kind: kindDuplicate, messageID: mid}
+			return delivery{kind: kindDuplicate, messageID: mid, print: j.print}
 		}
 		if filtered {
 			msg.Envelope = &env
@@ -94,7 +99,7 @@ func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJo
 			return delivery{kind: kindRetry}
 		}
 	}
-	d := delivery{messageID: mid}
+	d := delivery{messageID: mid, print: j.print}
 	if mid != "" {
 		for _, dl := range res.Delivered {
 			d.dups = append(d.dups, DupKey(mid, dl.Account))
@@ -129,17 +134,18 @@ func (p *Poller) serverAction() string {
 }
 
 // filterDups removes from the message's envelope the recipients whose target (an
-// account, or a failed recipient) already had this Message-ID within the window. It
+// account, or a failed recipient) already had this Message-ID, with the same content
+// print, within the window. It
 // returns the reduced envelope and whether anything was removed (filtered) or nothing
 // is left to do (all).
-func (p *Poller) filterDups(state *State, h *importer.Header, mid string, pending map[string]bool) (env importer.Envelope, filtered, all bool, err error) {
+func (p *Poller) filterDups(state *State, h *importer.Header, mid, content string, pending map[string]bool) (env importer.Envelope, filtered, all bool, err error) {
 	since := p.now().Add(-p.cfg.DuplicateWindow.D())
 	seen := func(target string) (bool, error) {
 		k := DupKey(mid, target)
-		if pending[k] {
+		if pending[pendingKey(k, content)] {
 			return true, nil
 		}
-		return state.Seen(k, since)
+		return state.Seen(k, content, since)
 	}
 	env = importer.ExtractEnvelope(h, nil)
 	if len(env.Recipients) == 0 {

@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"strings"
+
+	"github.com/mxdrop/mxdrop/importer"
 )
 
 // headerPrintMax bounds the bytes of a header block that headerPrint reads. Both sides
@@ -22,20 +25,61 @@ const headerPrintMax = 1 << 20
 // kind often have the same size.
 func headerPrint(r io.Reader) (string, error) {
 	h := sha256.New()
-	br := bufio.NewReaderSize(r, 4096)
+	if _, err := hashLines(bufio.NewReaderSize(r, 4096), h, headerPrintMax, true); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// contentPrint is the hex SHA-256 of what every copy of one message has alike: the
+// From, Date and Subject fields and the body (CR LF read as LF). Providers that keep one
+// copy per recipient vary the trace fields of each copy (Received, Delivered-To,
+// X-Original-To, Return-Path), so the header block as a whole is not compared; a
+// forgery that reuses a Message-ID differs in its sender or its body. It is recorded
+// with each dup key, and a message is suppressed as a duplicate only when its
+// Message-ID and its content print both match. Empty when the message cannot be read
+// (it is then never a duplicate).
+func contentPrint(g spooled, hdr *importer.Header) string {
+	if hdr == nil {
+		return ""
+	}
+	r, err := g.open()
+	if err != nil {
+		return ""
+	}
+	defer r.Close()
+	h := sha256.New()
+	for _, name := range []string{"from", "date", "subject"} {
+		v, _ := hdr.Get(name)
+		io.WriteString(h, name+"\x00"+strings.Join(strings.Fields(v), " ")+"\x00")
+	}
+	br := bufio.NewReaderSize(r, 32<<10)
+	if _, err := hashLines(br, io.Discard, headerPrintMax, true); err != nil {
+		return ""
+	}
+	if _, err := hashLines(br, h, -1, false); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hashLines writes the lines of br to w, CR LF as LF, until the end, max bytes (max < 0:
+// no bound) or, when header is true, the empty line that ends a header block
+// (included). It returns the bytes read.
+func hashLines(br *bufio.Reader, w io.Writer, max int, header bool) (int, error) {
 	n, bol := 0, true
-	for n < headerPrintMax {
+	for max < 0 || n < max {
 		line, err := br.ReadSlice('\n')
-		if len(line) > headerPrintMax-n {
-			line = line[:headerPrintMax-n]
+		if max >= 0 && len(line) > max-n {
+			line = line[:max-n]
 		}
 		n += len(line)
 		end := len(line) > 0 && line[len(line)-1] == '\n'
 		if end && len(line) >= 2 && line[len(line)-2] == '\r' {
 			line = append(line[:len(line)-2], '\n')
 		}
-		h.Write(line)
-		if bol && end && len(line) == 1 {
+		w.Write(line)
+		if header && bol && end && len(line) == 1 {
 			break // the empty line that ends the header block
 		}
 		bol = end
@@ -43,8 +87,8 @@ func headerPrint(r io.Reader) (string, error) {
 			break
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return "", err
+			return n, err
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return n, nil
 }

@@ -53,3 +53,38 @@ func TestPOP3ReusedUIDLSameMessage(t *testing.T) {
 	}
 	e.wantDelivered("alice@example.com", "<same@x>")
 }
+
+// TestPOP3SameMessageIDOtherContent: a forged message takes a Message-ID; the genuine
+// message with that Message-ID (another sender, another body) arrives later, in the
+// same session and in a later one. Each must be delivered, not suppressed as a
+// duplicate and deleted; a true copy (other trace fields only) is still a duplicate.
+func TestPOP3SameMessageIDOtherContent(t *testing.T) {
+	forged := []byte("From: forger@evil.example\r\nSubject: hi\r\nMessage-ID: <shared@x>\r\n\r\nforged body\r\n")
+	genuine := func(to string) []byte {
+		return []byte("Received: by mx for " + to + "\r\nDelivered-To: " + to + "\r\nFrom: friend@good.example\r\nSubject: hi\r\nMessage-ID: <shared@x>\r\n\r\ngenuine body\r\n")
+	}
+	e := newEnv(t, "alice@example.com")
+	srv := newFakePOP3(t, func(n int) []fakeMsg {
+		switch n {
+		case 1: // one batch: the forgery, then the genuine message
+			return []fakeMsg{{uid: "f1", data: forged}, {uid: "g1", data: genuine("a@example.com")}}
+		case 2: // a later cycle: the genuine message again, from another forgery's slot
+			return []fakeMsg{{uid: "f2", data: []byte(strings.Replace(string(forged), "forged body", "forged body 2", 1))}}
+		default: // a copy of the genuine one that differs in its trace fields only
+			return []fakeMsg{{uid: "g2", data: genuine("b@example.com")}}
+		}
+	})
+	p := e.poller(srv.config())
+	if st := e.cycle(p); st.Delivered != 2 || st.Duplicates != 0 {
+		t.Fatalf("first cycle %+v: a message with other content was taken for a duplicate", st)
+	}
+	if st := e.cycle(p); st.Delivered != 1 || st.Duplicates != 0 {
+		t.Fatalf("second cycle %+v: a message with other content was taken for a duplicate", st)
+	}
+	if st := e.cycle(p); st.Delivered != 0 || st.Duplicates != 1 {
+		t.Fatalf("third cycle %+v: a true copy was not suppressed", st)
+	}
+	if got := e.delivered("alice@example.com"); len(got) != 3 {
+		t.Fatalf("alice holds %q, want 3 messages", got)
+	}
+}

@@ -1,7 +1,9 @@
 package pollers
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,7 +32,11 @@ import (
 //	                         decimal UID
 //	dups/<message-id>\x00<account or rcpt:address>
 //	                         8-byte big-endian Unix time of the first delivery (or
-//	                         bounce) of that Message-ID to that account (or recipient)
+//	                         bounce) of that Message-ID to that account (or recipient),
+//	                         then the 32-byte content prints (see contentPrint) of the
+//	                         messages of that Message-ID delivered there, at most
+//	                         dupMaxPrints; a value without prints (written before they
+//	                         were recorded) matches no message
 //
 // Every change of a batch is one transaction, and bbolt fsyncs each commit.
 const stateVersion = "1"
@@ -268,8 +274,11 @@ func (s *State) Scope(name string) (ScopeState, error) {
 type Change struct {
 	Put    map[string]Entry
 	Delete []string
-	// Dups are dup keys (see DupKey) to record with the given Unix time.
-	Dups map[string]int64
+	// Dups are dup keys (see DupKey) to record with the given Unix time, and
+	// DupPrints the content print (hex, see contentPrint) of the message delivered
+	// under each.
+	Dups      map[string]int64
+	DupPrints map[string]string
 	// Complete, when not nil, sets or clears the scope's complete flag.
 	Complete *bool
 	// Reset replaces the scope: every entry is removed before Put, and the validity
@@ -333,12 +342,18 @@ func (s *State) Apply(scope string, c Change) error {
 		if len(c.Dups) > 0 {
 			dups := tx.Bucket(bucketDups)
 			for k, t := range c.Dups {
-				if dups.Get([]byte(k)) != nil {
+				pr, _ := hex.DecodeString(c.DupPrints[k])
+				if len(pr) != sha256.Size {
+					pr = nil
+				}
+				v := slices.Clone(dups.Get([]byte(k)))
+				switch {
+				case len(v) < 8:
+					v = binary.BigEndian.AppendUint64(nil, uint64(t))
+				case pr == nil || hasPrint(v, pr) || (len(v)-8)/sha256.Size >= dupMaxPrints:
 					continue // the first delivery's time counts
 				}
-				var v [8]byte
-				binary.BigEndian.PutUint64(v[:], uint64(t))
-				if err := dups.Put([]byte(k), v[:]); err != nil {
+				if err := dups.Put([]byte(k), append(v, pr...)); err != nil {
 					return err
 				}
 			}
@@ -351,12 +366,33 @@ func (s *State) Apply(scope string, c Change) error {
 // "rcpt:" and a failed recipient's address.
 func DupKey(messageID, target string) string { return messageID + "\x00" + target }
 
-// Seen reports whether the dup key was recorded at or after since.
-func (s *State) Seen(key string, since time.Time) (bool, error) {
+// dupMaxPrints bounds the content prints kept under one dup key: messages that share
+// a Message-ID but differ are rare (a forgery, a broken sender), and a further one is
+// delivered rather than suppressed.
+const dupMaxPrints = 8
+
+// hasPrint reports whether the dups value v holds the content print pr.
+func hasPrint(v, pr []byte) bool {
+	for p := v[8:]; len(p) >= sha256.Size; p = p[sha256.Size:] {
+		if string(p[:sha256.Size]) == string(pr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Seen reports whether the dup key was recorded at or after since for a message whose
+// content print (hex) is content. A message with the same Message-ID but other content is
+// not a duplicate.
+func (s *State) Seen(key, content string, since time.Time) (bool, error) {
+	pr, err := hex.DecodeString(content)
+	if err != nil || len(pr) != sha256.Size {
+		return false, nil
+	}
 	seen := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketDups).Get([]byte(key))
-		if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= since.Unix() {
+		if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) >= since.Unix() && hasPrint(v, pr) {
 			seen = true
 		}
 		return nil
@@ -371,7 +407,7 @@ func (s *State) PruneDups(before time.Time) (int, error) {
 		b := tx.Bucket(bucketDups)
 		var old [][]byte
 		err := b.ForEach(func(k, v []byte) error {
-			if len(v) != 8 || int64(binary.BigEndian.Uint64(v)) < before.Unix() {
+			if len(v) < 8 || int64(binary.BigEndian.Uint64(v)) < before.Unix() {
 				old = append(old, slices.Clone(k))
 			}
 			return nil

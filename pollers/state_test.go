@@ -77,29 +77,38 @@ func TestStateDups(t *testing.T) {
 	s, _ := openTestState(t, t.TempDir())
 	defer s.Close()
 	k := DupKey("<m@x>", "alice@example.com")
-	if seen, err := s.Seen(k, time.Unix(0, 0)); err != nil || seen {
+	pa, pb := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	if seen, err := s.Seen(k, pa, time.Unix(0, 0)); err != nil || seen {
 		t.Fatalf("unrecorded key seen=%v err=%v", seen, err)
 	}
-	if err := s.Apply("pop3", Change{Dups: map[string]int64{k: 100}}); err != nil {
+	if err := s.Apply("pop3", Change{Dups: map[string]int64{k: 100}, DupPrints: map[string]string{k: pa}}); err != nil {
 		t.Fatal(err)
 	}
 	// A later record of the same key keeps the first time.
-	if err := s.Apply("pop3", Change{Dups: map[string]int64{k: 500}}); err != nil {
+	if err := s.Apply("pop3", Change{Dups: map[string]int64{k: 500}, DupPrints: map[string]string{k: pa}}); err != nil {
 		t.Fatal(err)
 	}
-	if seen, _ := s.Seen(k, time.Unix(100, 0)); !seen {
+	if seen, _ := s.Seen(k, pa, time.Unix(100, 0)); !seen {
 		t.Fatal("key not seen within the window")
 	}
-	if seen, _ := s.Seen(k, time.Unix(101, 0)); seen {
+	if seen, _ := s.Seen(k, pa, time.Unix(101, 0)); seen {
 		t.Fatal("key seen although recorded before the window")
 	}
+	// Another message under the same Message-ID is not a duplicate, until recorded.
+	if seen, _ := s.Seen(k, pb, time.Unix(100, 0)); seen {
+		t.Fatal("key seen for other content")
+	}
+	s.Apply("pop3", Change{Dups: map[string]int64{k: 600}, DupPrints: map[string]string{k: pb}})
+	if seen, _ := s.Seen(k, pb, time.Unix(100, 0)); !seen {
+		t.Fatal("second content not recorded under the key")
+	}
 	other := DupKey("<m@x>", "bob@example.com")
-	s.Apply("pop3", Change{Dups: map[string]int64{other: 300}})
+	s.Apply("pop3", Change{Dups: map[string]int64{other: 300}, DupPrints: map[string]string{other: pa}})
 	n, err := s.PruneDups(time.Unix(200, 0))
 	if err != nil || n != 1 {
 		t.Fatalf("pruned %d, %v; want 1", n, err)
 	}
-	if seen, _ := s.Seen(other, time.Unix(0, 0)); !seen {
+	if seen, _ := s.Seen(other, pa, time.Unix(0, 0)); !seen {
 		t.Fatal("pruned a key inside the window")
 	}
 }
