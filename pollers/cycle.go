@@ -273,6 +273,9 @@ func (p *Poller) folderCycle(ctx context.Context, state *State, sp *spool, f fol
 	}
 	bst, err := p.batches(ctx, state, sp, f, fetch)
 	st.add(bst)
+	if d, ok := f.(deferredRemover); ok {
+		st.Errors += d.fetchRefused()
+	}
 	if err != nil {
 		return st, err
 	}

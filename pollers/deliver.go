@@ -78,7 +78,7 @@ func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJo
 		}
 		if all {
 			l.Info().Str("file", msg.Name).Str("message_id", mid).Str("outcome", kindDuplicate).
-				Int64("size", g.size).Str("action", p.serverAction()).
+				Int64("size", g.size).Str("action", p.serverAction(f)).
 				Int64("duration_ms", time.Since(start).Milliseconds()).Msg("message")
 			return delivery{kind: kindDuplicate, messageID: mid, print: j.print}
 		}
@@ -113,24 +113,29 @@ func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJo
 	switch res.Outcome {
 	case importer.OutcomeDelivered, importer.OutcomePartial:
 		d.kind = kindDelivered
-		importer.LogResult(l, msg, res, p.serverAction(), nil, start)
+		importer.LogResult(l, msg, res, p.serverAction(f), nil, start)
 	default:
 		if err := p.quarantine(f, g, msg, res, dsn, recovered); err != nil {
 			importer.LogResult(l, msg, res, kindRetry, fmt.Errorf("quarantine: %w", err), start)
 			return delivery{kind: kindRetry}
 		}
 		d.kind = kindQuarantined
-		importer.LogResult(l.With().Str("server", p.serverAction()).Logger(), msg, res, "quarantined", nil, start)
+		importer.LogResult(l.With().Str("server", p.serverAction(f)).Logger(), msg, res, "quarantined", nil, start)
 	}
 	return d
 }
 
-// serverAction says what happens to a handled message's server copy now.
-func (p *Poller) serverAction() string {
-	if p.keep == KeepDelete {
-		return "deleted"
+// serverAction says what happens to a handled message's server copy now: "kept", or
+// "deleted", or "delete_pending" where the deletion takes effect only when the
+// session ends (POP3, RFC 1939 section 6), which logs it once the server confirmed it.
+func (p *Poller) serverAction(f folder) string {
+	switch {
+	case p.keep != KeepDelete:
+		return "kept"
+	case isDeferredRemover(f):
+		return "delete_pending"
 	}
-	return "kept"
+	return "deleted"
 }
 
 // filterDups removes from the message's envelope the recipients whose target (an

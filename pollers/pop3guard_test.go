@@ -88,3 +88,57 @@ func TestPOP3SameMessageIDOtherContent(t *testing.T) {
 		t.Fatalf("alice holds %q, want 3 messages", got)
 	}
 }
+
+// TestPOP3ReportsWhatHappened: the log and the cycle's counts say what the server did.
+// A connection closed right after RETR deleted nothing, so no message is reported
+// deleted; a RETR answered -ERR leaves a message on the server, a warning with its
+// UIDL and an error of the cycle; a deletion is reported once QUIT confirmed it.
+func TestPOP3ReportsWhatHappened(t *testing.T) {
+	t.Run("closed after RETR", func(t *testing.T) {
+		e := newEnv(t, "alice@example.com")
+		srv := newFakePOP3(t, func(n int) []fakeMsg { return []fakeMsg{{uid: "u1", data: message("cut@x")}} })
+		srv.closeAfterRetr.Store(true)
+		st, _ := e.poller(srv.config()).Cycle(t.Context())
+		if st.Delivered != 1 || st.Deleted != 0 {
+			t.Fatalf("stats %+v, want delivered 1, deleted 0", st)
+		}
+		if log := e.log.String(); strings.Contains(log, `"action":"deleted"`) {
+			t.Fatalf("a message is logged deleted although no DELE was sent:\n%s", log)
+		}
+		if len(srv.removedUIDs()) != 0 {
+			t.Fatal("the fake removed a message")
+		}
+	})
+	t.Run("RETR refused", func(t *testing.T) {
+		e := newEnv(t, "alice@example.com")
+		srv := newFakePOP3(t, func(n int) []fakeMsg { return []fakeMsg{{uid: "u1", data: message("refused@x")}} })
+		srv.retrErr.Store(true)
+		st, err := e.poller(srv.config()).Cycle(t.Context())
+		if err == nil || st.Errors != 1 {
+			t.Fatalf("stats %+v, error %v: a refused RETR is not an error of the cycle", st, err)
+		}
+		warned := false
+		for _, l := range strings.Split(e.log.String(), "\n") {
+			if strings.Contains(l, `"level":"warn"`) && strings.Contains(l, `"uid":"u1"`) && strings.Contains(l, `"reason":"retr_refused"`) {
+				warned = true
+			}
+		}
+		if !warned {
+			t.Fatal("no warning names the refused message")
+		}
+	})
+	t.Run("deleted at QUIT", func(t *testing.T) {
+		e := newEnv(t, "alice@example.com")
+		srv := newFakePOP3(t, func(n int) []fakeMsg { return []fakeMsg{{uid: "u1", data: message("ok@x")}} })
+		st := e.cycle(e.poller(srv.config()))
+		if st.Delivered != 1 || st.Deleted != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+		if got := srv.removedUIDs(); len(got) != 1 || got[0] != "u1" {
+			t.Fatalf("removed %q", got)
+		}
+		if log := e.log.String(); !strings.Contains(log, `"action":"deleted"`) || !strings.Contains(log, `"action":"delete_pending"`) {
+			t.Fatalf("the deletion is not reported once confirmed:\n%s", log)
+		}
+	})
+}

@@ -57,7 +57,8 @@ type pop3Session struct {
 	p     *Poller
 	c     *pop3.Client
 	stop  func() bool
-	marks int // messages marked deleted, removed by QUIT
+	marks []remoteMsg // messages marked deleted (DELE answered +OK), removed by QUIT
+	quit  bool        // QUIT was sent
 }
 
 func (s *pop3Session) folders() []string { return []string{""} }
@@ -66,21 +67,53 @@ func (s *pop3Session) open(ctx context.Context, name string) (folder, error) {
 	return &pop3Folder{s: s}, nil
 }
 
-// close sends QUIT, which makes the server remove the messages marked deleted (RFC 1939
-// section 6). If QUIT fails, they stay, and the next cycle deletes them again: their
-// state says they are handled.
+// close ends the session (quit) if commit did not, and closes the connection.
 func (s *pop3Session) close() {
 	s.stop()
-	if err := s.c.Quit(); err != nil && s.marks > 0 {
-		s.p.log.Warn().Err(err).Int("messages", s.marks).
-			Msg("QUIT failed: the messages marked deleted may still be on the server; the next cycle deletes them")
-	}
+	s.quitSession()
 	s.c.Close()
+}
+
+// quitSession sends QUIT, which makes the server remove the messages marked deleted (RFC 1939
+// section 6), and logs each message it removed, or that it may not have. It returns how
+// many the server removed: none unless it answered QUIT with +OK. Those it did not
+// remove stay on the server, and a later cycle deletes them again once it has verified
+// them (their state says they are handled).
+func (s *pop3Session) quitSession() int {
+	if s.quit {
+		return 0
+	}
+	s.quit = true
+	marks := s.marks
+	s.marks = nil
+	if err := s.c.Quit(); err != nil {
+		if len(marks) > 0 {
+			s.p.log.Warn().Err(err).Int("messages", len(marks)).
+				Msg("QUIT failed: the messages marked deleted may still be on the server; a later cycle deletes them")
+		}
+		for _, m := range marks {
+			s.p.log.Warn().Str("uid", m.Key).Str("file", "pop3/"+m.Key).Str("action", "delete_unconfirmed").
+				Msg("message not confirmed deleted from the server")
+		}
+		return 0
+	}
+	for _, m := range marks {
+		s.p.log.Info().Str("uid", m.Key).Str("file", "pop3/"+m.Key).Str("action", "deleted").
+			Msg("message deleted from the server")
+	}
+	return len(marks)
 }
 
 // pop3Folder is the maildrop.
 type pop3Folder struct {
-	s *pop3Session
+	s       *pop3Session
+	refused int // RETRs answered -ERR, see fetchRefused
+}
+
+func (f *pop3Folder) fetchRefused() int {
+	n := f.refused
+	f.refused = 0
+	return n
 }
 
 func (f *pop3Folder) scope() string    { return "pop3" }
@@ -178,8 +211,11 @@ func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 			if refused.Temporary() {
 				return fmt.Errorf("retr %d: %w", m.Num, refused)
 			}
-			// No such message any more (another session took it): nothing to fetch.
-			f.s.p.log.Debug().Err(refused).Str("uid", m.Key).Msg("message vanished")
+			// The server refuses a message it listed: it stays there unfetched, which
+			// the cycle counts as an error rather than letting it sit unnoticed.
+			f.refused++
+			f.s.p.log.Warn().Err(refused).Str("uid", m.Key).Str("file", f.label(m)).Str("reason", "retr_refused").
+				Msg("the server refused to send a message it listed; it stays on the server and is retried")
 			return nil
 		}
 		w := sp.create(m)
@@ -197,8 +233,8 @@ func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 	return out, err
 }
 
-// remove marks msgs deleted, pipelined where the server allows it; QUIT removes them
-// when the session ends.
+// remove marks msgs deleted, pipelined where the server allows it, and returns 0:
+// POP3 removes them only at QUIT, which commit sends and counts.
 func (f *pop3Folder) remove(ctx context.Context, msgs []remoteMsg) (int, error) {
 	nums := make([]int, len(msgs))
 	for i, m := range msgs {
@@ -206,21 +242,31 @@ func (f *pop3Folder) remove(ctx context.Context, msgs []remoteMsg) (int, error) 
 	}
 	refused, err := f.s.c.DeleAll(nums)
 	if err != nil {
-		// How many were marked before the connection broke is unknown; their state
-		// says they are handled, so the next cycle deletes them again.
+		// Which were marked before the connection broke is unknown, and none is
+		// removed without a QUIT: their state says they are handled, so a later
+		// cycle deletes them again.
+		for _, m := range msgs {
+			f.s.p.log.Warn().Str("uid", m.Key).Str("file", f.label(m)).Str("action", "kept").Err(err).
+				Msg("message not deleted from the server: the connection failed; a later cycle deletes it")
+		}
 		return 0, err
 	}
-	n := 0
-	for _, e := range refused {
+	for i, e := range refused {
 		if e == nil {
-			n++ // a refused one is already gone or marked
+			f.s.marks = append(f.s.marks, msgs[i])
+		} else {
+			f.s.p.log.Warn().Str("uid", msgs[i].Key).Str("file", f.label(msgs[i])).Err(e).
+				Msg("the server refused DELE; a later cycle tries again")
 		}
 	}
-	f.s.marks += n
-	return n, nil
+	return 0, nil
 }
 
-// commit has nothing to do: QUIT removes the messages marked deleted.
-func (f *pop3Folder) commit(ctx context.Context) (int, error) { return 0, nil }
+// commit ends the session with QUIT, which removes the messages marked deleted, and
+// returns how many the server confirmed removed. A cycle has one POP3 folder and no
+// further use of the session.
+func (f *pop3Folder) commit(ctx context.Context) (int, error) {
+	return f.s.quitSession(), nil
+}
 
 func (f *pop3Folder) done() {}

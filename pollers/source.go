@@ -68,6 +68,20 @@ type folder interface {
 	done()
 }
 
+// deferredRemover is a folder whose remove only marks messages, for the end of the
+// session to delete (POP3 DELE, QUIT): its commit ends the session and returns how many
+// the server really removed, and it logs each of them.
+type deferredRemover interface {
+	// fetchRefused returns, and resets, how many messages fetch found refused by the
+	// server: each stays on the server unfetched, an error of the cycle.
+	fetchRefused() int
+}
+
+func isDeferredRemover(f folder) bool {
+	_, ok := f.(deferredRemover)
+	return ok
+}
+
 // headerPrinter is a folder that can tell the headerPrint of a server copy without
 // fetching the whole message (POP3 TOP n 0).
 type headerPrinter interface {
