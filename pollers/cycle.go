@@ -720,8 +720,20 @@ func (p *Poller) renumber(ctx context.Context, state *State, f folder, old Scope
 		if err != nil {
 			return old, fmt.Errorf("read message-ids after UIDVALIDITY change: %w", err)
 		}
+		// An adopted entry lets a later cycle delete the message unfetched, so a
+		// Message-ID alone (which anyone can reuse) is not enough: the size must
+		// match too. What is not adopted is fetched as new and its deliveries are
+		// looked up in the Maildir first.
+		described, err := f.describe(ctx, msgs)
+		if err != nil {
+			return old, fmt.Errorf("read sizes after UIDVALIDITY change: %w", err)
+		}
+		size := make(map[string]int64, len(described))
+		for _, m := range described {
+			size[m.Key] = m.Size
+		}
 		for _, m := range msgs {
-			if l := byMID[ids[m.Key]]; len(l) > 0 {
+			if l := byMID[ids[m.Key]]; len(l) > 0 && (l[0].Size <= 0 || l[0].Size == size[m.Key]) {
 				adopted[m.Key] = l[0]
 				byMID[ids[m.Key]] = l[1:]
 			}

@@ -522,6 +522,30 @@ func TestIMAPUIDValidityChange(t *testing.T) {
 	}
 }
 
+// After a renumbering, a message that only shares a Message-ID with one delivered
+// before (another size) is not taken for it: it is fetched and delivered, not deleted
+// unfetched when the kept copy's time comes.
+func TestIMAPUIDValidityChangeOtherMessage(t *testing.T) {
+	srv := newMemIMAP(t, nil)
+	e := newEnv(t, "alice@example.com")
+	srv.append(t, "INBOX", message("v1@x"))
+	p := e.poller(srv.pollerConfig(func(pc *configs.Poller) { pc.Keep, pc.KeepDays = "days", 1 }))
+	e.cycle(p)
+	if err := srv.user.Delete("INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	srv.user.Create("INBOX", nil)
+	srv.append(t, "INBOX", []byte("From: other@remote.example\r\nSubject: other\r\nMessage-ID: <v1@x>\r\n\r\nanother message, another body\r\n"))
+	e.clock.Advance(2 * 24 * time.Hour)
+	st := e.cycle(p)
+	if st.Delivered != 1 {
+		t.Fatalf("after renumbering: %+v: the other message was not delivered", st)
+	}
+	if got := e.delivered("alice@example.com"); len(got) != 2 {
+		t.Fatalf("alice holds %q, want both messages", got)
+	}
+}
+
 func TestIMAPWrongPassword(t *testing.T) {
 	srv := newMemIMAP(t, nil)
 	e := newEnv(t, "alice@example.com")
