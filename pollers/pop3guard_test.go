@@ -2,6 +2,7 @@ package pollers
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -141,4 +142,37 @@ func TestPOP3ReportsWhatHappened(t *testing.T) {
 			t.Fatalf("the deletion is not reported once confirmed:\n%s", log)
 		}
 	})
+}
+
+// TestPOP3UnverifiedEntry: an entry written before header prints were recorded (an
+// upgrade) cannot be verified: the message is fetched again, found in the Maildir
+// instead of being delivered twice, and only then deleted.
+func TestPOP3UnverifiedEntry(t *testing.T) {
+	e := newEnv(t, "alice@example.com")
+	srv := newFakePOP3(t, func(n int) []fakeMsg { return []fakeMsg{{uid: "u1", data: message("old@x")}} })
+	srv.closeAfterRetr.Store(true)
+	p := e.poller(srv.config())
+	if st, _ := p.Cycle(t.Context()); st.Delivered != 1 {
+		t.Fatalf("first cycle %+v", st)
+	}
+	srv.closeAfterRetr.Store(false)
+	s, _, err := OpenState(filepath.Dir(p.StatePath()), "fake", e.clock.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, _ := s.Scope("pop3")
+	en := ss.Entries["u1"]
+	if en.Status != StatusDone || en.Header == "" {
+		t.Fatalf("entry %+v", en)
+	}
+	en.Header = ""
+	if err := s.Apply("pop3", Change{Put: map[string]Entry{"u1": en}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	e.cycle(p)
+	if s := srv.session(2); !strings.Contains(s, "RETR 1;") || !strings.Contains(s, "DELE 1;") {
+		t.Fatalf("second session %s: want the unverified message fetched before its deletion", s)
+	}
+	e.wantDelivered("alice@example.com", "<old@x>")
 }
