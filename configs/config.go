@@ -9,6 +9,8 @@ package configs
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +35,9 @@ type Config struct {
 	Metrics Metrics `yaml:"metrics"`
 	SMTP    SMTP    `yaml:"smtp"`   // the default relay for DSNs; a connector may override it
 	Bounce  Bounce  `yaml:"bounce"` // DSN language, outbox retry and rate limit
+	// LMTP is the mail server that connectors and pollers with delivery: lmtp hand
+	// their messages to.
+	LMTP LMTP `yaml:"lmtp"`
 
 	// Accounts are the local Maildir accounts. Addresses and aliases are unique across
 	// all accounts (compared case-insensitively, domains in ASCII), as are Maildirs.
@@ -124,6 +129,35 @@ type Account struct {
 	// every domain, name the account in a connector's UnknownRecipients instead.
 	CatchAll  bool `yaml:"catch_all"`
 	SpamCheck bool `yaml:"spam_check"` // check mail for this account; spam goes to Spam.Folder
+	// Quota is the Maildir++ quota of the account's Maildir in bytes (0 = none).
+	Quota Size `yaml:"quota"`
+	// QuotaMessages limits the number of messages in the Maildir (0 = no limit).
+	QuotaMessages int64 `yaml:"quota_messages"`
+}
+
+// Delivery targets of connectors and pollers.
+const (
+	DeliveryMaildir = "maildir" // mxdrop writes the accounts' Maildirs itself
+	DeliveryLMTP    = "lmtp"    // every routed recipient goes to the LMTP server
+)
+
+// LMTP is a mail server that takes deliveries over LMTP (RFC 2033).
+type LMTP struct {
+	// Address is "unix:/path" or "host:port"; "" = no LMTP server.
+	Address string   `yaml:"address"`
+	TLS     string   `yaml:"tls"`     // none | starttls (default none)
+	CAFile  string   `yaml:"ca_file"` // extra CA (PEM); certificates are always verified
+	Timeout Duration `yaml:"timeout"` // no answer for this long aborts a session (default 60s)
+	// Connections is the number of LMTP sessions kept and used in parallel (default 8).
+	Connections int `yaml:"connections"`
+}
+
+// Network returns the network and address to dial: ("unix", path) or ("tcp", host:port).
+func (l LMTP) Network() (network, address string) {
+	if p, ok := strings.CutPrefix(l.Address, "unix:"); ok {
+		return "unix", p
+	}
+	return "tcp", l.Address
 }
 
 // Connector is one MTA drop folder.
@@ -146,6 +180,8 @@ type Connector struct {
 	Settle            Duration `yaml:"settle"`        // default 500ms
 	Bounce            *bool    `yaml:"bounce"`        // default true
 	KeepImported      bool     `yaml:"keep_imported"` // move imported files to Imported/ instead of deleting them
+	// Delivery is maildir | lmtp (default maildir).
+	Delivery string `yaml:"delivery"`
 	// SMTP overrides the top-level relay for this connector's DSNs. nil (or an empty
 	// block in the file) means the top-level relay; see Relay. An override is a whole
 	// relay: nothing but reporting_mta is inherited, so credentials never travel to
@@ -202,8 +238,9 @@ type Poller struct {
 	AcceptedDomains   []string `yaml:"accepted_domains"`   // collection: patterns as Connector.Subdomains (required)
 	UnknownRecipients string   `yaml:"unknown_recipients"` // collection: account for unknown recipients; "" = fail 5.1.1
 	SpamCheck         bool     `yaml:"spam_check"`
-	Folders           []string `yaml:"folders"` // imap only (default [INBOX])
-	IDLE              *bool    `yaml:"idle"`    // imap only (default true); see IDLEEnabled
+	Folders           []string `yaml:"folders"`  // imap only (default [INBOX])
+	IDLE              *bool    `yaml:"idle"`     // imap only (default true); see IDLEEnabled
+	Delivery          string   `yaml:"delivery"` // maildir | lmtp (default maildir)
 	MaxMessageSize    int64    `yaml:"max_message_size"`
 	// DuplicateWindow is how long a message identity is remembered to suppress
 	// re-delivery (default 336h, two weeks).
@@ -277,6 +314,67 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the duration as String does.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Size is a number of bytes written as a bare number or with a K, M or G suffix
+// (1024-based: 2G is 2147483648), as Maildir++ quotas are usually given.
+type Size int64
+
+// UnmarshalYAML reads a scalar such as 1048576, 512K, 10M or 2G. A null or empty value
+// is zero.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("a size must be a single value")
+	}
+	if n.ShortTag() == "!!null" || n.Value == "" {
+		*s = 0
+		return nil
+	}
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// ParseSize parses a size as Size.UnmarshalYAML does.
+func ParseSize(v string) (Size, error) {
+	t := strings.TrimSpace(v)
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size: write bytes, or a number with K, M or G", v)
+	}
+	return Size(n * mult), nil
+}
+
+// String writes the size with the largest suffix that divides it exactly.
+func (s Size) String() string {
+	switch {
+	case s == 0:
+		return "0"
+	case s%(1<<30) == 0:
+		return fmt.Sprintf("%dG", s>>30)
+	case s%(1<<20) == 0:
+		return fmt.Sprintf("%dM", s>>20)
+	case s%(1<<10) == 0:
+		return fmt.Sprintf("%dK", s>>10)
+	}
+	return strconv.FormatInt(int64(s), 10)
+}
 
 // Secret is a string that never prints: String, GoString, MarshalText and MarshalYAML
 // give "***" for a set secret and "" for an empty one. Reveal gives the value.

@@ -24,6 +24,8 @@ const (
 	defaultBounceRateLimit = 10              // DSNs to one sender ...
 	defaultBounceWindow    = time.Hour       // ... per this window
 	defaultSettle          = 500 * time.Millisecond
+	defaultLMTPTimeout     = 60 * time.Second
+	defaultLMTPConnections = 8
 	defaultPollerTLS       = "implicit"
 	defaultPollerTimeout   = 60 * time.Second
 	defaultPollerInterval  = 5 * time.Minute
@@ -92,12 +94,19 @@ func applyDefaults(cfg *Config) {
 	}
 	defDur(&cfg.Bounce.RateWindow, defaultBounceWindow)
 
+	def(&cfg.LMTP.TLS, "none")
+	defDur(&cfg.LMTP.Timeout, defaultLMTPTimeout)
+	if cfg.LMTP.Connections == 0 {
+		cfg.LMTP.Connections = defaultLMTPConnections
+	}
+
 	for i := range cfg.Connectors {
 		c := &cfg.Connectors[i]
 		if len(c.Subdomains) == 0 {
 			c.Subdomains = []string{"."}
 		}
 		defDur(&c.Settle, defaultSettle)
+		def(&c.Delivery, DeliveryMaildir)
 		if len(c.EnvelopeHeaders) == 0 {
 			c.EnvelopeHeaders = append([]string(nil), envelopeHeaderNames...)
 		}
@@ -121,6 +130,7 @@ func applyDefaults(cfg *Config) {
 		}
 		def(&p.Auth.Method, defaultPollerAuth)
 		defDur(&p.DuplicateWindow, defaultDuplicateWindow)
+		def(&p.Delivery, DeliveryMaildir)
 	}
 
 	def(&cfg.Spam.Folder, defaultSpamFolder)
@@ -200,6 +210,11 @@ func (l *loader) resolvePaths(cfg *Config) {
 	}
 	abs(&cfg.StateDir)
 	smtp(&cfg.SMTP)
+	abs(&cfg.LMTP.CAFile)
+	if p, ok := strings.CutPrefix(cfg.LMTP.Address, "unix:"); ok && p != "" {
+		abs(&p)
+		cfg.LMTP.Address = "unix:" + p
+	}
 	for i := range cfg.Accounts {
 		abs(&cfg.Accounts[i].Maildir)
 	}

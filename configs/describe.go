@@ -106,7 +106,12 @@ func (d *describer) accounts() {
 		if a.CatchAll {
 			d.kv(2, "catch-all", "every unknown recipient of %s", domainOf(a.Address))
 		}
-		d.kv(2, "maildir", "%s", a.Maildir)
+		if a.Maildir != "" {
+			d.kv(2, "maildir", "%s", a.Maildir)
+		}
+		if a.Quota != 0 || a.QuotaMessages != 0 {
+			d.kv(2, "quota", "%s", quotaText(a.Quota, a.QuotaMessages))
+		}
 		if a.SpamCheck {
 			d.kv(2, "spam check", "yes")
 		}
@@ -123,6 +128,7 @@ func (d *describer) connectors() {
 		fmt.Fprintf(&d.b, "  %s (%s)\n", c.Name, activeText(c.IsActive()))
 		d.kv(2, "drop folder", "%s (unimportable files go to ImportFailed/ inside it)", c.DropFolder)
 		d.kv(2, "accepted domains", "%s", domainsText(c.Subdomains))
+		d.kv(2, "delivery", "%s", d.deliveryText(c.Delivery))
 		if len(c.Mailboxes) == 0 {
 			d.kv(2, "mailboxes", "all accounts")
 		} else {
@@ -264,6 +270,7 @@ func (d *describer) pollers() {
 		default:
 			d.kv(2, "after delivery", "deleted from the server")
 		}
+		d.kv(2, "delivery", "%s", d.deliveryText(p.Delivery))
 		d.kv(2, "duplicates", "a message seen again within %s is not delivered again", p.DuplicateWindow)
 		d.kv(2, "max message size", "%s", sizeText(p.MaxMessageSize))
 		d.kv(2, "spam check", "%s", yesNo(p.SpamCheck))
@@ -322,6 +329,27 @@ func (d *describer) spam() {
 
 // secretText says whether a secret is set, never what it is. read is false for the
 // secret of an inactive part, whose file Load does not read.
+// deliveryText says where a connector's or poller's messages are delivered.
+func (d *describer) deliveryText(delivery string) string {
+	if delivery != DeliveryLMTP {
+		return "into the accounts' Maildirs (written by mxdrop)"
+	}
+	l := d.cfg.LMTP
+	return fmt.Sprintf("over LMTP to %s, tls %s, %d sessions, timeout %s (the server decides each recipient)", l.Address, l.TLS, l.Connections, l.Timeout)
+}
+
+// quotaText writes a Maildir++ quota.
+func quotaText(bytes Size, messages int64) string {
+	var parts []string
+	if bytes > 0 {
+		parts = append(parts, fmt.Sprintf("%s bytes (%d)", bytes, int64(bytes)))
+	}
+	if messages > 0 {
+		parts = append(parts, fmt.Sprintf("%d messages", messages))
+	}
+	return strings.Join(parts, ", ") + " (Maildir++ maildirsize)"
+}
+
 func secretText(s Secret, file string, read bool) string {
 	switch {
 	case s != "" && file != "":

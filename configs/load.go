@@ -522,13 +522,18 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-var durationType = reflect.TypeOf(Duration(0))
+var (
+	durationType = reflect.TypeOf(Duration(0))
+	sizeType     = reflect.TypeOf(Size(0))
+)
 
 // typeMsg says why value does not fit type t. It never quotes a Secret's value.
 func typeMsg(value string, t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return fmt.Sprintf("%q is not a duration", value)
+	case t == sizeType:
+		return fmt.Sprintf("%q is not a size", value)
 	case t.Kind() == reflect.Bool:
 		return fmt.Sprintf("%q is not true or false", value)
 	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
@@ -544,6 +549,8 @@ func typeHint(t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return "use Go syntax such as 500ms, 30s, 5m"
+	case t == sizeType:
+		return "write bytes, or a number with K, M or G (1024-based) such as 2G"
 	case t.Kind() == reflect.Bool:
 		return "write true or false"
 	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:

@@ -65,6 +65,7 @@ func (l *loader) validate(cfg *Config) {
 	if cfg.Bounce.RateLimit < 0 {
 		v.add("bounce.rate_limit", "write the most DSNs one sender may get per rate_window, such as 10", "%d is negative", cfg.Bounce.RateLimit)
 	}
+	v.lmtp()
 	v.accounts()
 	for i := range cfg.Connectors {
 		v.connector(i)
@@ -78,8 +79,9 @@ func (l *loader) validate(cfg *Config) {
 
 // accounts checks every account and builds the address index the other rules use.
 func (v *validator) accounts() {
-	if len(v.cfg.Accounts) == 0 && len(v.cfg.Connectors)+len(v.cfg.Pollers) > 0 {
-		v.add("accounts", "add at least one account with an address and a maildir", "no accounts: every message would fail")
+	maildirUsed := v.maildirUsed()
+	if len(v.cfg.Accounts) == 0 && maildirUsed {
+		v.add("accounts", "add at least one account with an address and a maildir, or deliver over LMTP (delivery: lmtp)", "no accounts: every message would fail")
 	}
 	// Addresses first, then aliases: when an alias repeats an address, the alias is
 	// what is wrong.
@@ -120,8 +122,18 @@ func (v *validator) accounts() {
 			owner[n] = fmt.Sprintf("an alias of %s (line %d)", a.Address, v.lineOf(ap))
 			v.byAlias[n] = i
 		}
+		if a.Quota < 0 {
+			v.add(p+".quota", "write bytes or a size such as 2G; 0 means no quota", "%d is negative", a.Quota)
+		}
+		if a.QuotaMessages < 0 {
+			v.add(p+".quota_messages", "write the most messages the Maildir may hold; 0 means no limit", "%d is negative", a.QuotaMessages)
+		}
 		if a.Maildir == "" {
-			v.add(p+".maildir", "give the account's Maildir folder, such as maildir: /var/mail/example.com/alice", "is required")
+			if maildirUsed {
+				v.add(p+".maildir", "give the account's Maildir folder, such as maildir: /var/mail/example.com/alice", "is required")
+			} else if a.Quota != 0 || a.QuotaMessages != 0 {
+				v.add(p+".quota", "set the quota in the mail server; quota is for Maildirs mxdrop writes", "is only used with a maildir")
+			}
 		} else if j, dup := maildirs[a.Maildir]; dup {
 			v.add(p+".maildir", "each account needs its own Maildir", "%s is also the maildir of %s (line %d)", a.Maildir, v.cfg.Accounts[j].Address, v.lineOf(fmt.Sprintf("accounts[%d].maildir", j)))
 		} else {
@@ -164,7 +176,10 @@ func (v *validator) connector(i int) {
 			served[n] = true
 		}
 	}
-	if c.UnknownRecipients != "" {
+	v.delivery(p, c.Delivery)
+	if c.UnknownRecipients != "" && c.Delivery == DeliveryLMTP {
+		v.address(p+".unknown_recipients", c.UnknownRecipients, true)
+	} else if c.UnknownRecipients != "" {
 		n, ok := v.accountRef(p+".unknown_recipients", c.UnknownRecipients)
 		if ok && len(served) > 0 && !served[n] {
 			v.add(p+".unknown_recipients", "add it to mailboxes, or name a served account", "%s is not one of this connector's mailboxes", c.UnknownRecipients)
@@ -286,11 +301,17 @@ func (v *validator) poller(i int) {
 			}
 		}
 	}
+	v.delivery(p, pl.Delivery)
+	// Over LMTP the server's user database decides: any address will do.
+	ref := v.accountRef
+	if pl.Delivery == DeliveryLMTP {
+		ref = func(path, value string) (string, bool) { return v.address(path, value, true) }
+	}
 	if pl.DeliverTo != "" {
-		v.accountRef(p+".deliver_to", pl.DeliverTo)
+		ref(p+".deliver_to", pl.DeliverTo)
 	}
 	if pl.UnknownRecipients != "" {
-		v.accountRef(p+".unknown_recipients", pl.UnknownRecipients)
+		ref(p+".unknown_recipients", pl.UnknownRecipients)
 	}
 	for j, d := range pl.AcceptedDomains {
 		v.domainPattern(fmt.Sprintf("%s.accepted_domains[%d]", p, j), d)
@@ -303,6 +324,48 @@ func (v *validator) poller(i int) {
 			v.add(fmt.Sprintf("%s.folders[%d]", p, j), "write a folder name such as INBOX", "is empty")
 		}
 	}
+}
+
+// maildirUsed reports whether any connector or poller delivers into Maildirs.
+func (v *validator) maildirUsed() bool {
+	for _, c := range v.cfg.Connectors {
+		if c.Delivery != DeliveryLMTP {
+			return true
+		}
+	}
+	for _, p := range v.cfg.Pollers {
+		if p.Delivery != DeliveryLMTP {
+			return true
+		}
+	}
+	return false
+}
+
+// delivery checks the delivery key of a connector or poller at block path.
+func (v *validator) delivery(block, d string) {
+	if v.enum(block+".delivery", d, DeliveryMaildir, DeliveryLMTP) && d == DeliveryLMTP && v.cfg.LMTP.Address == "" {
+		v.addNear("lmtp.address", block+".delivery", "add a top-level lmtp block with address: unix:/run/dovecot/lmtp or host:port", "is required with delivery: lmtp")
+	}
+}
+
+// lmtp checks the top-level lmtp block.
+func (v *validator) lmtp() {
+	l := &v.cfg.LMTP
+	if l.Address != "" {
+		if network, addr := l.Network(); network == "unix" {
+			if !filepath.IsAbs(addr) {
+				v.add("lmtp.address", "write unix:/path/to/socket or host:port", "%q names no socket path", l.Address)
+			}
+		} else if err := checkHostPort(addr); err != "" {
+			v.add("lmtp.address", "write unix:/path/to/socket or host:port such as 127.0.0.1:24", "%q is not host:port: %s", l.Address, err)
+		}
+	}
+	v.enum("lmtp.tls", l.TLS, "none", "starttls")
+	v.notNegative("lmtp.timeout", l.Timeout)
+	if l.Connections < 0 {
+		v.add("lmtp.connections", "write the number of LMTP sessions in parallel; 0 means the default, 8", "%d is negative", l.Connections)
+	}
+	v.file("lmtp.ca_file", l.CAFile)
 }
 
 // spam checks the spam block.

@@ -75,6 +75,58 @@ func problemsOf(t *testing.T, err error) []Problem {
 	return ce.Problems
 }
 
+// TestLMTPDelivery: with every source delivering over LMTP, accounts are optional and
+// need no maildir, deliver_to names any address, and sizes read with 1024-based suffixes.
+func TestLMTPDelivery(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg, err := parseTest(t, dir, `lmtp:
+  address: unix:run/lmtp
+connectors:
+  - name: mx
+    drop_folder: drop
+    delivery: lmtp
+pollers:
+  - name: pop
+    protocol: pop3
+    host: pop.example.net
+    username: alice
+    auth: {password: pw}
+    deliver_to: carol@example.com
+    delivery: lmtp
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.LMTP.Address, "unix:"+filepath.Join(dir, "run/lmtp"); got != want {
+		t.Errorf("lmtp.address = %q, want %q", got, want)
+	}
+	if n, a := cfg.LMTP.Network(); n != "unix" || a != filepath.Join(dir, "run/lmtp") {
+		t.Errorf("Network() = %s %s", n, a)
+	}
+	if cfg.LMTP.Connections != 8 || cfg.LMTP.TLS != "none" || cfg.LMTP.Timeout.D().Seconds() != 60 {
+		t.Errorf("lmtp defaults: %+v", cfg.LMTP)
+	}
+	if cfg.Connectors[0].Delivery != DeliveryLMTP || cfg.Pollers[0].Delivery != DeliveryLMTP {
+		t.Errorf("delivery not lmtp: %q %q", cfg.Connectors[0].Delivery, cfg.Pollers[0].Delivery)
+	}
+	cfg, err = parseTest(t, dir, strings.Replace(base, "    maildir: mail/bob\n", "    maildir: mail/bob\n    quota: 2G\n    quota_messages: 1000\n", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Accounts[1]; a.Quota != 2<<30 || a.QuotaMessages != 1000 {
+		t.Errorf("quota = %d, %d", a.Quota, a.QuotaMessages)
+	}
+	if cfg.Connectors[0].Delivery != DeliveryMaildir {
+		t.Errorf("default delivery = %q", cfg.Connectors[0].Delivery)
+	}
+	for in, want := range map[string]Size{"0": 0, "1024": 1024, "10K": 10 << 10, "5m": 5 << 20, "2G": 2 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
+
 func TestValidationRules(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -203,6 +255,19 @@ func TestValidationRules(t *testing.T) {
 		{"poller interval", poller + "    interval: -5m\n", `mx.yaml:17: pollers[0].interval: -5m is negative`},
 		{"poller secret file missing", strings.Replace(poller, "{password: pw}", "\n      password_file: secret-missing", 1), `mx.yaml:16: pollers[0].auth.password_file: cannot read the secret: ` + filepath.Join(dir, "secret-missing") + `: no such file or directory`},
 		{"poller secret file empty", strings.Replace(poller, "{password: pw}", "{password_file: secret-empty}", 1), `mx.yaml:15: pollers[0].auth.password_file: ` + filepath.Join(dir, "secret-empty") + ` is empty (the file must hold the password`},
+
+		// Delivery targets and quota.
+		{"delivery", base + "    delivery: dovecot\n", `mx.yaml:10: connectors[0].delivery: unknown value "dovecot" (use one of maildir, lmtp)`},
+		{"lmtp without address", base + "    delivery: lmtp\n", `mx.yaml:10: lmtp.address: is required with delivery: lmtp`},
+		{"poller lmtp without address", poller + "    delivery: lmtp\n", `mx.yaml:17: lmtp.address: is required with delivery: lmtp`},
+		{"lmtp address", base + "lmtp:\n  address: dovecot\n", `mx.yaml:11: lmtp.address: "dovecot" is not host:port`},
+		{"lmtp unix relative", base + "lmtp:\n  address: \"unix:\"\n", `mx.yaml:11: lmtp.address: "unix:" names no socket path`},
+		{"lmtp tls", base + "lmtp:\n  address: 127.0.0.1:24\n  tls: implicit\n", `mx.yaml:12: lmtp.tls: unknown value "implicit" (use one of none, starttls)`},
+		{"lmtp connections", base + "lmtp:\n  address: 127.0.0.1:24\n  connections: -1\n", `mx.yaml:12: lmtp.connections: -1 is negative`},
+		{"quota", strings.Replace(base, "    maildir: mail/bob\n", "    maildir: mail/bob\n    quota: 2T\n", 1), `mx.yaml:7: accounts[1].quota: "2T" is not a size`},
+		{"quota negative", strings.Replace(base, "    maildir: mail/bob\n", "    maildir: mail/bob\n    quota: -5\n", 1), `mx.yaml:7: accounts[1].quota: "-5" is not a size`},
+		{"quota messages", strings.Replace(base, "    maildir: mail/bob\n", "    maildir: mail/bob\n    quota_messages: -1\n", 1), `mx.yaml:7: accounts[1].quota_messages: -1 is negative`},
+		{"maildir needed", strings.Replace(base, "    maildir: mail/bob\n", "", 1), `mx.yaml:5: accounts[1].maildir: is required`},
 
 		// Spam.
 		{"spamd", base + "spam:\n  spamd: spamd.local\n", `mx.yaml:11: spam.spamd: "spamd.local" is not host:port`},
