@@ -3,11 +3,15 @@ package importer_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,4 +98,87 @@ func TestDoveadmReadsDeliveries(t *testing.T) {
 		t.Errorf("only %d messages read back", checked)
 	}
 	t.Logf("%d corpus files, %d deliveries, %d read back by Message-ID through doveadm", len(files), delivered, checked)
+}
+
+// TestDoveadmQuotaAgrees: 16 concurrent deliveries into a user's Maildir near its
+// Maildir++ quota; Dovecot's quota plugin (maildir backend) on the same Maildir reports
+// what maildirsize says, before and after it recounts the Maildir itself.
+func TestDoveadmQuotaAgrees(t *testing.T) {
+	const quota = 40000
+	srv := dovecottest.Start(t, dovecottest.Options{
+		Users: map[string]string{"alice": "pw"},
+		ExtraConfig: "mail_plugins = $mail_plugins quota\nplugin {\n  quota = maildir:User quota\n" +
+			"  quota_rule = *:storage=" + strconv.Itoa(quota) + "B:messages=100\n}\n",
+	})
+	md := srv.Maildir("alice")
+	acct := configs.Account{Address: "alice@example.com", Maildir: md, Quota: quota, QuotaMessages: 100}
+	im, err := importer.New(importer.Options{Accounts: []configs.Account{acct}, Domains: []string{"example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	delivered, full := 0, 0
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			raw := fmt.Sprintf("X-Original-To: alice@example.com\nFrom: s@example.net\nMessage-ID: <dq%d@example.net>\nSubject: q\n\n%s\n", i, strings.Repeat("y", 3000))
+			res, err := im.Import(context.Background(), importer.Message{
+				ID: fmt.Sprintf("dq%d", i), Name: "dq", Size: int64(len(raw)), Arrived: time.Now(),
+				Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(raw)), nil },
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				t.Errorf("import %d: %v", i, err)
+			case res.Outcome == importer.OutcomeDelivered:
+				delivered++
+			case len(res.Failed) == 1 && res.Failed[0].Status == "5.2.2":
+				full++
+			default:
+				t.Errorf("import %d: %+v", i, res)
+			}
+		}()
+	}
+	wg.Wait()
+	if full == 0 || delivered == 0 {
+		t.Fatalf("%d delivered, %d refused: the quota did not bite", delivered, full)
+	}
+	u, err := importer.Maildir(md).QuotaUsage(importer.Quota{Bytes: quota, Messages: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Messages != int64(delivered) || u.Bytes > quota {
+		t.Errorf("maildirsize: %+v after %d deliveries (quota %d)", u, delivered, quota)
+	}
+	// Dovecot's mail processes run as 65534: hand it the Maildir mxdrop wrote as root.
+	filepath.Walk(md, func(p string, _ os.FileInfo, _ error) error {
+		return os.Lchown(p, dovecottest.MailUID, dovecottest.MailGID)
+	})
+	check := func(when string) {
+		t.Helper()
+		var rows []map[string]string
+		if err := json.Unmarshal(srv.Doveadm(t, "-f", "json", "quota", "get", "-u", "alice"), &rows); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, r := range rows {
+			got[r["type"]] = r["value"]
+		}
+		// doveadm reports storage in KiB (rounded up), messages exactly.
+		if got["STORAGE"] != strconv.FormatInt((u.Bytes+1023)/1024, 10) || got["MESSAGE"] != strconv.FormatInt(u.Messages, 10) {
+			t.Errorf("%s: doveadm quota get %v; maildirsize %d bytes, %d messages", when, rows, u.Bytes, u.Messages)
+		}
+	}
+	check("as written")
+	srv.Doveadm(t, "quota", "recalc", "-u", "alice")
+	check("after doveadm quota recalc")
+	// Dovecot rewrote maildirsize from its own count: to the byte what mxdrop kept.
+	if again, err := importer.Maildir(md).QuotaUsage(importer.Quota{Bytes: quota, Messages: 100}); err != nil || again != u {
+		b, _ := os.ReadFile(filepath.Join(md, "maildirsize"))
+		t.Errorf("after Dovecot's recount maildirsize says %+v (%v), mxdrop kept %+v:\n%s", again, err, u, b)
+	}
+	t.Logf("%d delivered, %d refused with 5.2.2; maildirsize %d bytes, %d messages", delivered, full, u.Bytes, u.Messages)
 }

@@ -261,14 +261,31 @@ func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
 			sv = verdict
 		}
 		d, err := im.deliver(msg, h, res.Envelope, acct, targets[acct], sv)
+		var e *Error
+		if errors.As(err, &e) && !e.Temporary() {
+			// The account takes no more mail (quota): its recipients fail, the others
+			// are delivered.
+			rcpts := targets[acct]
+			if len(rcpts) == 0 {
+				rcpts = []string{acct}
+			}
+			for _, r := range rcpts {
+				res.Failed = append(res.Failed, Failure{Recipient: r, Status: e.Status.Enhanced, Reason: e.Status.Text, Rule: "quota"})
+			}
+			continue
+		}
 		if err != nil {
 			return res, err
 		}
 		res.Delivered = append(res.Delivered, d)
 	}
-	res.Outcome = OutcomeDelivered
-	if len(res.Failed) > 0 {
+	switch {
+	case len(res.Delivered) == 0:
+		res.Outcome, res.Reason, res.Detail = OutcomeFailed, "no_deliverable_recipient", "no recipient could be delivered"
+	case len(res.Failed) > 0:
 		res.Outcome = OutcomePartial
+	default:
+		res.Outcome = OutcomeDelivered
 	}
 	return res, nil
 }
@@ -338,6 +355,7 @@ func (im *Importer) spamFolder() string {
 func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string, rcpts []string, sv *spamVerdict) (Delivery, error) {
 	acct := im.accounts[account]
 	inbox := Maildir(acct.Maildir)
+	quota := Quota{Bytes: int64(acct.Quota), Messages: acct.QuotaMessages}
 	d := Delivery{Account: account, Recipients: rcpts}
 	name := DeliveryName(msg, account)
 	if err := inbox.Init(); err != nil {
@@ -370,6 +388,12 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		if p, ok := inbox.FindIn(name, msg.Lookup); ok {
 			return found(p)
 		}
+		if !quota.IsZero() {
+			// Quota deliveries are named name,S=<size> in new/ too.
+			if p, ok := scanFor(filepath.Join(string(md), "new"), name); ok {
+				return found(p)
+			}
+		}
 		if sv != nil {
 			if junk, err := inbox.Folder(im.spamFolder()); err == nil {
 				if p, ok := junk.FindIn(name, msg.Lookup); ok {
@@ -392,14 +416,23 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		defer rc.Close()
 		return writeCopy(w, rc, h, env, delivTo, ownAddresses(acct, rcpts), extra)
 	}
-	path, err := md.Deliver(name, write, msg.Batch)
+	put := func() (string, error) {
+		if quota.IsZero() {
+			return md.Deliver(name, write, msg.Batch)
+		}
+		return md.DeliverQuota(inbox, name, write, msg.Batch, quota)
+	}
+	path, err := put()
 	if errors.Is(err, fs.ErrNotExist) {
 		// Init checks the disk once per process; an administrator may have removed the
 		// Maildir since. Create it again, once, rather than fail until a restart.
 		md.forget()
 		if err = md.Init(); err == nil {
-			path, err = md.Deliver(name, write, msg.Batch)
+			path, err = put()
 		}
+	}
+	if errors.Is(err, ErrQuotaExceeded) {
+		return d, &Error{Status: StatusQuotaExceeded, Op: "deliver to " + account, Err: err}
 	}
 	if err != nil {
 		return d, classify("deliver to "+account, err)

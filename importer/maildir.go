@@ -96,7 +96,13 @@ func (m Maildir) FindIn(name string, lk *Lookup) (string, bool) {
 			return filepath.Join(cur, n), true
 		}
 	}
-	d, err := os.Open(cur)
+	return scanFor(cur, name)
+}
+
+// scanFor looks for a file of dir delivered as name (see deliveryBase), reading dir in
+// chunks.
+func scanFor(dir, name string) (string, bool) {
+	d, err := os.Open(dir)
 	if err != nil {
 		return "", false
 	}
@@ -105,7 +111,7 @@ func (m Maildir) FindIn(name string, lk *Lookup) (string, bool) {
 		names, err := d.Readdirnames(1024)
 		for _, n := range names {
 			if base, ok := deliveryBase(n); ok && base == name {
-				return filepath.Join(cur, n), true
+				return filepath.Join(dir, n), true
 			}
 		}
 		if err != nil {

@@ -29,6 +29,7 @@ var (
 	StatusMessageTooBig        = Status{552, "5.3.4", "message too big"}
 	StatusBadContent           = Status{554, "5.6.0", "message content not accepted"}
 	StatusMailboxFull          = Status{452, "4.2.2", "mailbox full"}
+	StatusQuotaExceeded        = Status{552, "5.2.2", "mailbox full"}
 	StatusSystemFull           = Status{452, "4.3.1", "mail system full"}
 	StatusLocalError           = Status{451, "4.3.0", "local error in processing"}
 )

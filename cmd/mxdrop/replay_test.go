@@ -143,10 +143,13 @@ func TestReplayAfterFix(t *testing.T) {
 func TestStatus(t *testing.T) {
 	e := newEnv(t, fmt.Sprintf("smtp:\n  host: 127.0.0.1\n  port: %d\n  tls: none\n  reporting_mta: mx.example.com\n", freePort(t)))
 	cfg, _ := os.ReadFile(e.cfgPath)
-	e.writeConfig(strings.Replace(string(cfg), "    bounce: false\n", "    bounce: true\n", 1))
+	conf := strings.Replace(string(cfg), "    bounce: false\n", "    bounce: true\n", 1)
+	e.writeConfig(strings.Replace(conf, "    maildir: ./mail/bob\n", "    maildir: ./mail/bob\n    quota: 1M\n    quota_messages: 10\n", 1))
 	dropFile(t, e.drop, "lost", msg("status@test", "X-Original-To", "nobody@example.com"))
+	dropFile(t, e.drop, "kept", msg("kept@test", "X-Original-To", "bob@example.com"))
 	old := time.Now().Add(-time.Minute)
 	os.Chtimes(filepath.Join(e.drop, "lost"), old, old)
+	os.Chtimes(filepath.Join(e.drop, "kept"), old, old)
 	var out, errb bytes.Buffer
 	if err := execMxdrop(e, &out, &errb, "run", "--once").Run(); err != nil {
 		t.Fatalf("run --once: %v\n%s", err, errb.String())
@@ -155,9 +158,18 @@ func TestStatus(t *testing.T) {
 	if err := execMxdrop(e, &out, &errb, "status").Run(); err != nil {
 		t.Fatalf("status: %v\n%s", err, errb.String())
 	}
-	for _, want := range []string{"mx (active)", "backlog         0 files", "ImportFailed    1 messages", "lost  no_deliverable_recipient  sender@remote.test nobody@example.com 5.1.1", "queued            1 DSNs"} {
+	for _, want := range []string{"mx (active)", "backlog         0 files", "ImportFailed    1 messages", "lost  no_deliverable_recipient  sender@remote.test nobody@example.com 5.1.1", "queued            1 DSNs", "Quotas", "bob@example.com  "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}
+	}
+	// bob's use is the one delivered copy, against 1 MiB and 10 messages.
+	ents, _ := os.ReadDir(filepath.Join(e.mail, "bob", "new"))
+	if len(ents) != 1 {
+		t.Fatalf("bob has %d messages", len(ents))
+	}
+	fi, _ := ents[0].Info()
+	if want := fmt.Sprintf("bob@example.com  %d of 1048576 bytes (0%%), 1 of 10 messages (10%%)", fi.Size()); !strings.Contains(out.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, out.String())
 	}
 }

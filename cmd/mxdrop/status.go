@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mxdrop/mxdrop/bounce"
+	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/pollers"
 	"github.com/mxdrop/mxdrop/watcher"
@@ -52,6 +53,8 @@ func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
+	quotaStatus(stdout, cfg.Accounts)
+
 	fmt.Fprintln(stdout, "Outbox")
 	queued, oldest, failed := outboxOnDisk(filepath.Join(cfg.StateDir, "outbox"))
 	age := "-"
@@ -84,6 +87,39 @@ func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	return nil
+}
+
+// quotaStatus writes each account with a Maildir++ quota and its use, as maildirsize
+// says (or as counted when the file is missing or stale; nothing is written).
+func quotaStatus(w io.Writer, accounts []configs.Account) {
+	header := false
+	for _, a := range accounts {
+		q := importer.Quota{Bytes: int64(a.Quota), Messages: a.QuotaMessages}
+		if q.IsZero() || a.Maildir == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "Quotas")
+			header = true
+		}
+		u, err := importer.Maildir(a.Maildir).QuotaUsage(q)
+		if err != nil {
+			fmt.Fprintf(w, "  %s  unknown: %v\n", a.Address, err)
+			continue
+		}
+		var parts []string
+		if q.Bytes > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d bytes (%d%%)", u.Bytes, q.Bytes, u.Bytes*100/q.Bytes))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d bytes", u.Bytes))
+		}
+		if q.Messages > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d messages (%d%%)", u.Messages, q.Messages, u.Messages*100/q.Messages))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d messages", u.Messages))
+		}
+		fmt.Fprintf(w, "  %s  %s\n", a.Address, strings.Join(parts, ", "))
+	}
 }
 
 func when(t, now time.Time) string {

@@ -97,6 +97,14 @@ func (b *Batch) Sync() error {
 	return nil
 }
 
+// WriteTemp writes the file tmp (created with O_EXCL; a leftover of the same name is
+// replaced), fsyncs and closes it. The caller renames it into place and syncs the
+// folder, or removes it; on error nothing is left behind. It is for writers that must
+// look at the finished file before deciding where it goes (a Maildir++ quota check).
+func WriteTemp(tmp string, perm os.FileMode, write WriteFunc) error {
+	return writeTemp(tmp, perm, write)
+}
+
 func writeTemp(tmp string, perm os.FileMode, write WriteFunc) (err error) {
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if errors.Is(err, os.ErrExist) {
