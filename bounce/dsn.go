@@ -50,6 +50,9 @@ type Recipient struct {
 	// Status is the RFC 3463 enhanced status code, a permanent one ("5.1.1"); ""
 	// means 5.0.0.
 	Status string
+	// Diagnostic is the reply of the mail server that refused the recipient (LMTP);
+	// "" gives mxdrop's own wording for Status.
+	Diagnostic string `json:",omitempty"`
 }
 
 // NewReport returns the Report of a message's failed recipients, from what the source
@@ -64,7 +67,7 @@ func NewReport(msg importer.Message, res importer.Result) Report {
 		Header:    res.Header,
 	}
 	for _, f := range res.Failed {
-		r.Recipients = append(r.Recipients, Recipient{Address: f.Recipient, Status: f.Status})
+		r.Recipients = append(r.Recipients, Recipient{Address: f.Recipient, Status: f.Status, Diagnostic: f.Diagnostic})
 	}
 	return r
 }
@@ -305,6 +308,9 @@ func statusPart(r *Report, rcpts []recipient, mta string) []byte {
 // diagnostic is the Diagnostic-Code text: mxdrop's own fixed wording for the status,
 // never the text of an internal error.
 func diagnostic(rc recipient) string {
+	if d := serverReply(rc.Diagnostic); d != "" {
+		return d
+	}
 	addr := typedAddress(rc.Address)
 	if i := strings.IndexByte(addr, ' '); i >= 0 {
 		addr = addr[i+1:]
@@ -316,12 +322,33 @@ func diagnostic(rc recipient) string {
 	return fmt.Sprintf("%d %s <%s>: %s", rc.code, rc.status, addr, text)
 }
 
+// serverReply returns a mail server's reply as a Diagnostic-Code text: printable
+// ASCII on one line, at most 400 octets.
+func serverReply(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= 400 {
+			break
+		}
+		switch {
+		case r == '\r' || r == '\n' || r == '\t':
+			b.WriteByte(' ')
+		case r >= ' ' && r < 0x7f:
+			b.WriteRune(r)
+		default:
+			b.WriteByte('?')
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
 // diagnosticText is the reply text of the Diagnostic-Code by status, the wording an MTA
 // would have used at SMTP time.
 var diagnosticText = map[string]string{
 	"5.1.1": "mailbox unknown",
 	"5.1.2": "domain not accepted here",
 	"5.1.3": "bad recipient address syntax",
+	"5.2.2": "mailbox full",
 	"5.3.4": "message too big",
 	"5.6.0": "message content not accepted",
 }

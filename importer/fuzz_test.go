@@ -102,7 +102,7 @@ func FuzzWriteCopy(f *testing.F) {
 			}
 			mine := ownAddresses(configs.Account{Address: rcpt}, []string{rcpt})
 			var out bytes.Buffer
-			if err := writeCopy(&out, bytes.NewReader(data), h, env, norm, mine, nil); err != nil {
+			if err := writeMessage(&out, bytes.NewReader(data), h, env, norm, mine, nil); err != nil {
 				t.Fatal(err)
 			}
 			cp := out.Bytes()

@@ -88,17 +88,25 @@ type Options struct {
 	Spam         Classifier
 	SpamCheckAll bool
 	SpamFolder   string
+	// Target, when not nil, receives every routed recipient instead of the accounts'
+	// Maildirs (delivery: lmtp): accounts map aliases, +tag and catch-all to their
+	// address, and every other recipient of an accepted domain goes to the server as
+	// it is. Accounts need no Maildir then.
+	Target Target
+	// ProgressDir keeps, per message, the recipients the Target accepted while others
+	// wait for a retry (state_dir/lmtp); "" keeps nothing.
+	ProgressDir string
 }
 
 // New returns an Importer, or an error when the options name accounts that do not exist.
 func New(opts Options) (*Importer, error) {
-	r, err := NewRouter(opts.Accounts, opts.Domains, opts.Mailboxes, opts.DeliverTo, opts.UnknownTo)
+	r, err := buildRouter(opts.Accounts, opts.Domains, opts.Mailboxes, opts.DeliverTo, opts.UnknownTo, opts.Target != nil)
 	if err != nil {
 		return nil, err
 	}
 	im := &Importer{opts: opts, router: r, accounts: map[string]configs.Account{}}
 	for _, a := range opts.Accounts {
-		if strings.TrimSpace(a.Maildir) == "" {
+		if strings.TrimSpace(a.Maildir) == "" && opts.Target == nil {
 			// Maildir("") would deliver into the working folder.
 			return nil, fmt.Errorf("account %s has no maildir", a.Address)
 		}
@@ -171,6 +179,9 @@ type Failure struct {
 	Status    string `json:"status"` // enhanced status code, "5.1.1"
 	Reason    string `json:"reason"`
 	Rule      string `json:"rule"`
+	// Diagnostic is the mail server's reply for a recipient it refused (LMTP), for
+	// the DSN's Diagnostic-Code; "" for mxdrop's own refusals.
+	Diagnostic string `json:"diagnostic,omitempty"`
 }
 
 // Import routes msg and delivers it into every target account's Maildir. It returns an
@@ -242,6 +253,12 @@ func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
 			res.Reason, res.Detail = "no_recipient", "no envelope recipient and no To/Cc address"
 		}
 		return res, nil
+	}
+	if im.opts.Target != nil {
+		if err := im.importTarget(ctx, msg, h, &res, order, targets); err != nil {
+			return res, err
+		}
+		order = nil
 	}
 	var verdict *spamVerdict
 	for _, acct := range order {
@@ -414,7 +431,7 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 			return fmt.Errorf("reopen message: %w", err)
 		}
 		defer rc.Close()
-		return writeCopy(w, rc, h, env, delivTo, ownAddresses(acct, rcpts), extra)
+		return writeMessage(w, rc, h, env, delivTo, ownAddresses(acct, rcpts), extra)
 	}
 	put := func() (string, error) {
 		if quota.IsZero() {
@@ -474,17 +491,21 @@ func ownAddresses(acct configs.Account, rcpts []string) map[string]bool {
 	return mine
 }
 
-// writeCopy writes one account's copy: Return-Path and Delivered-To as a delivery agent
-// prepends them, then the message as it arrived less the envelope fields above the
+// writeMessage writes one account's copy: Return-Path and Delivered-To as a delivery
+// agent prepends them (not with delivTo "": a mail server taking the message over LMTP
+// adds them itself), then the message as it arrived less the envelope fields above the
 // first Received that name addresses not in mine (Bcc privacy), then the body, streamed.
-func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, mine map[string]bool, extra []string) error {
+func writeMessage(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo string, mine map[string]bool, extra []string) error {
 	br := getReader(rc)
 	defer putReader(br)
 	if _, err := br.Discard(int(h.Size)); err != nil {
 		return fmt.Errorf("skip header: %w", err)
 	}
 	nl := h.Newline()
-	mine[delivTo] = true
+	local := delivTo != ""
+	if local {
+		mine[delivTo] = true
+	}
 	top := len(trustedTop(h))
 	_, _, iisN := iisBlock(h)
 	keep := make([]bool, len(h.Fields))
@@ -510,12 +531,12 @@ func writeCopy(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo strin
 		}
 	}
 	// Prepend as a delivery agent does, unless the top of the file already says so.
-	if !haveRP && env.SenderKnown {
+	if !haveRP && env.SenderKnown && local {
 		if _, err := io.WriteString(w, "Return-Path: <"+env.Sender+">"+nl); err != nil {
 			return err
 		}
 	}
-	if !haveDT {
+	if !haveDT && local {
 		if _, err := io.WriteString(w, "Delivered-To: "+delivTo+nl); err != nil {
 			return err
 		}

@@ -94,6 +94,9 @@ type Router struct {
 	catchAll  map[string]string // domain -> account
 	deliverTo string
 	unknownTo string
+	// server: recipients go to a mail server (delivery: lmtp), which knows users the
+	// accounts do not list: unknown recipients of accepted domains pass as they are.
+	server bool
 }
 
 type rule struct {
@@ -106,7 +109,13 @@ type rule struct {
 // served. deliverTo, when set, receives every message (a single-account poller);
 // unknownTo, when set, receives recipients of accepted domains that match no account.
 func NewRouter(accounts []configs.Account, domains, mailboxes []string, deliverTo, unknownTo string) (*Router, error) {
-	r := &Router{byAddr: map[string]rule{}, catchAll: map[string]string{}}
+	return buildRouter(accounts, domains, mailboxes, deliverTo, unknownTo, false)
+}
+
+// buildRouter is NewRouter; with server, recipients that match no account pass to the
+// mail server as they are, and deliverTo and unknownTo may name any address.
+func buildRouter(accounts []configs.Account, domains, mailboxes []string, deliverTo, unknownTo string, server bool) (*Router, error) {
+	r := &Router{byAddr: map[string]rule{}, catchAll: map[string]string{}, server: server}
 	for _, d := range domains {
 		d = strings.TrimSpace(d)
 		switch {
@@ -155,7 +164,7 @@ func NewRouter(accounts []configs.Account, domains, mailboxes []string, deliverT
 			continue
 		}
 		n, ok := NormalizeAddress(*p)
-		if !ok || !known[n] {
+		if !ok || !known[n] && !server {
 			return nil, fmt.Errorf("%q names no account", *p)
 		}
 		*p = n
@@ -227,6 +236,10 @@ func (r *Router) Route(rcpt string, guessed bool) Route {
 	}
 	if r.unknownTo != "" {
 		rt.Account, rt.Rule = r.unknownTo, "unknown_recipients"
+		return rt
+	}
+	if r.server {
+		rt.Account, rt.Rule = addr, "server"
 		return rt
 	}
 	rt.Rule, rt.Status = "unknown", StatusUnknownMailbox

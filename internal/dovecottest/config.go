@@ -23,7 +23,7 @@ instance_name = dovecottest-{{.Name}}
 log_path = {{.Dir}}/dovecot.log
 log_timestamp = "%Y-%m-%d %H:%M:%S "
 listen = 127.0.0.1
-protocols = {{if .NoListeners}}none{{else}}imap pop3{{end}}
+protocols = {{if .NoListeners}}none{{else}}imap pop3{{if .LMTP}} lmtp{{end}}{{end}}
 shutdown_clients = yes
 verbose_proctitle = yes
 
@@ -92,6 +92,19 @@ service pop3-login {
   }
 }
 {{end}}
+{{if .LMTP}}
+recipient_delimiter = +
+postmaster_address = postmaster@example.com
+service lmtp {
+  unix_listener lmtp {
+    mode = 0666
+  }
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = {{.LMTPPort}}
+  }
+}
+{{end}}
 {{.Extra}}
 `))
 
@@ -107,6 +120,8 @@ func (s *Server) writeConfig(opts Options) error {
 		"IMAPS":       s.imapsPort,
 		"POP3":        s.pop3Port,
 		"POP3S":       s.pop3sPort,
+		"LMTP":        s.lmtp && !s.noListeners,
+		"LMTPPort":    s.lmtpPort,
 		"Extra":       opts.ExtraConfig,
 	})
 	if err != nil {

@@ -114,6 +114,10 @@ type Options struct {
 	// ExtraConfig is appended verbatim to dovecot.conf; a later setting overrides an
 	// earlier one, so tests can change auth_mechanisms, add a passdb and so on.
 	ExtraConfig string
+	// LMTP also runs Dovecot's LMTP service (Debian dovecot-lmtpd) on a unix socket
+	// (Server.LMTPSocket) and on a TCP port of Host (Server.LMTPAddr), with "+" as the
+	// recipient delimiter. Delivery runs as MailUID like every mail process.
+	LMTP bool
 
 	// noListeners starts only the services doveadm needs (config, auth, log): the
 	// read-back server of MessageIDs and Fetch.
@@ -132,9 +136,11 @@ type Server struct {
 
 	// Ports of the listeners on Host; zero with noListeners.
 	imapPort, imapsPort, pop3Port, pop3sPort int
+	lmtpPort                                 int // 0 without Options.LMTP
 
 	users       map[string]string
 	noListeners bool
+	lmtp        bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -219,7 +225,7 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	}
 
-	s := &Server{users: opts.Users, noListeners: opts.noListeners}
+	s := &Server{users: opts.Users, noListeners: opts.noListeners, lmtp: opts.LMTP}
 	s.dir = harnessDir(t)
 	s.conf = filepath.Join(s.dir, "dovecot.conf")
 	s.logPath = filepath.Join(s.dir, "dovecot.log")
@@ -349,9 +355,9 @@ func (s *Server) prepare(opts Options) error {
 	return os.WriteFile(filepath.Join(s.dir, "readers"), []byte(readers), 0o644)
 }
 
-// pickPorts takes four free ports of Host.
+// pickPorts takes five free ports of Host (the fifth for LMTP).
 func (s *Server) pickPorts() error {
-	var ports [4]int
+	var ports [5]int
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -367,6 +373,9 @@ func (s *Server) pickPorts() error {
 		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	s.imapPort, s.imapsPort, s.pop3Port, s.pop3sPort = ports[0], ports[1], ports[2], ports[3]
+	if s.lmtp {
+		s.lmtpPort = ports[4]
+	}
 	return nil
 }
 
@@ -461,7 +470,10 @@ func (s *Server) ready() bool {
 		port     int
 		tls      bool
 		greeting string
-	}{{s.imapPort, false, "* OK"}, {s.imapsPort, true, "* OK"}, {s.pop3Port, false, "+OK"}, {s.pop3sPort, true, "+OK"}} {
+	}{{s.imapPort, false, "* OK"}, {s.imapsPort, true, "* OK"}, {s.pop3Port, false, "+OK"}, {s.pop3sPort, true, "+OK"}, {s.lmtpPort, false, "220 "}} {
+		if l.port == 0 {
+			continue
+		}
 		if !greets(addr(l.port), l.tls, s.TLSConfig(), l.greeting) {
 			return false
 		}
@@ -589,6 +601,20 @@ func (s *Server) POP3SAddr() string { return addr(s.pop3sPort) }
 func (s *Server) Ports() (imap, imaps, pop3, pop3s int) {
 	return s.imapPort, s.imapsPort, s.pop3Port, s.pop3sPort
 }
+
+// LMTPAddr returns host:port of the LMTP listener ("" without Options.LMTP).
+func (s *Server) LMTPAddr() string {
+	if s.lmtpPort == 0 {
+		return ""
+	}
+	return addr(s.lmtpPort)
+}
+
+// LMTPSocket returns the path of the LMTP unix socket (with Options.LMTP).
+func (s *Server) LMTPSocket() string { return filepath.Join(s.dir, "run", "lmtp") }
+
+// Home returns a user's home folder (Sieve scripts go there), owned by MailUID.
+func (s *Server) Home(user string) string { return filepath.Join(s.dir, "home", user) }
 
 // CertPool returns a pool holding the server's self-signed certificate, the only one that
 // verifies it. Each Start makes a new certificate.

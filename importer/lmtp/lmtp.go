@@ -1,0 +1,283 @@
+// Package lmtp is mxdrop's LMTP delivery target (RFC 2033): it hands each message to a
+// mail server (Dovecot, Cyrus, Stalwart) in one transaction for all its recipients,
+// over a pool of reused sessions, and returns the server's answer per recipient. The
+// protocol is emersion/go-smtp's client (NewClientLMTP, CloseWithLMTPResponse).
+package lmtp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxdrop/mxdrop/configs"
+	"github.com/mxdrop/mxdrop/importer"
+)
+
+// Client delivers over LMTP. It is safe for concurrent use: at most Connections
+// transactions run at once, each on its own session; idle sessions are kept for the
+// next message. A session that failed in any way other than a reply is discarded.
+type Client struct {
+	network, address string
+	tls              *tls.Config // nil: no STARTTLS
+	timeout          time.Duration
+	localName        string
+	slots            chan struct{}     // one per allowed session
+	idle             chan *smtp.Client // sessions ready for a transaction
+}
+
+// New returns a Client for cfg (a loaded configs.LMTP). localName is sent in LHLO.
+func New(cfg configs.LMTP, localName string) (*Client, error) {
+	if cfg.Address == "" {
+		return nil, errors.New("lmtp: no address")
+	}
+	n := cfg.Connections
+	if n <= 0 {
+		n = 8
+	}
+	c := &Client{timeout: cfg.Timeout.D(), localName: localName, slots: make(chan struct{}, n), idle: make(chan *smtp.Client, n)}
+	if c.timeout <= 0 {
+		c.timeout = time.Minute
+	}
+	if c.localName == "" {
+		c.localName = "localhost"
+	}
+	c.network, c.address = cfg.Network()
+	if cfg.TLS == "starttls" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if host, _, err := net.SplitHostPort(c.address); err == nil {
+			tc.ServerName = host
+		}
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("lmtp: read ca_file: %w", err)
+			}
+			pool, err := x509.SystemCertPool()
+			if err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("lmtp: ca_file %s holds no certificate", cfg.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		c.tls = tc
+	}
+	return c, nil
+}
+
+// Close ends the idle sessions with QUIT. Transactions still running end theirs when
+// they finish.
+func (c *Client) Close() error {
+	for {
+		select {
+		case s := <-c.idle:
+			s.Quit()
+		default:
+			return nil
+		}
+	}
+}
+
+// session returns an idle session or dials a new one.
+func (c *Client) session(ctx context.Context) (*smtp.Client, error) {
+	select {
+	case s := <-c.idle:
+		return s, nil
+	default:
+	}
+	d := net.Dialer{Timeout: c.timeout}
+	conn, err := d.DialContext(ctx, c.network, c.address)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", c.address, err)
+	}
+	if c.tls != nil {
+		if conn, err = c.startTLS(conn); err != nil {
+			return nil, fmt.Errorf("starttls %s: %w", c.address, err)
+		}
+	}
+	s := smtp.NewClientLMTP(conn)
+	s.CommandTimeout, s.SubmissionTimeout = c.timeout, c.timeout
+	if err := s.Hello(c.localName); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("lhlo %s: %w", c.address, err)
+	}
+	return s, nil
+}
+
+// startTLS runs greeting, LHLO and STARTTLS (RFC 3207) on conn and returns the TLS
+// connection, which reads a made-up greeting first. QUIRK: go-smtp v0.25 has STARTTLS
+// only for SMTP clients (NewClientStartTLS); its LMTP client then starts with the
+// greeting and LHLO again, as RFC 3207 section 4.2 requires after STARTTLS.
+func (c *Client) startTLS(conn net.Conn) (net.Conn, error) {
+	conn.SetDeadline(time.Now().Add(c.timeout))
+	tp := textproto.NewConn(conn)
+	fail := func(err error) (net.Conn, error) {
+		conn.Close()
+		return nil, err
+	}
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		return fail(err)
+	}
+	if err := tp.PrintfLine("LHLO %s", c.localName); err != nil {
+		return fail(err)
+	}
+	if _, _, err := tp.ReadResponse(250); err != nil {
+		return fail(err)
+	}
+	if err := tp.PrintfLine("STARTTLS"); err != nil {
+		return fail(err)
+	}
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		return fail(err)
+	}
+	tc := tls.Client(conn, c.tls)
+	if err := tc.Handshake(); err != nil {
+		return fail(err)
+	}
+	conn.SetDeadline(time.Time{})
+	return &greeted{Conn: tc, pending: []byte("220 after STARTTLS\r\n")}, nil
+}
+
+// greeted is a connection whose first read returns a greeting the server does not send
+// again after STARTTLS.
+type greeted struct {
+	net.Conn
+	pending []byte
+}
+
+func (g *greeted) Read(p []byte) (int, error) {
+	if len(g.pending) > 0 {
+		n := copy(p, g.pending)
+		g.pending = g.pending[n:]
+		return n, nil
+	}
+	return g.Conn.Read(p)
+}
+
+// Deliver implements importer.Target: MAIL, one RCPT per recipient, DATA streamed from
+// write, then one reply per accepted recipient. Replies (2xx, 4xx, 5xx) come back as
+// results; anything else (a dropped connection, a timeout) is the error, with the
+// results of the recipients answered before it.
+func (c *Client) Deliver(ctx context.Context, sender string, rcpts []string, write func(io.Writer) error) ([]importer.RcptResult, error) {
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.slots }()
+	s, err := c.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	results, err := c.transaction(s, sender, rcpts, write)
+	if err != nil {
+		s.Close()
+		return results, err
+	}
+	// RSET: the next transaction starts clean whatever this one left.
+	if err := s.Reset(); err != nil {
+		s.Close()
+		return results, nil
+	}
+	select {
+	case c.idle <- s:
+	default:
+		s.Quit()
+	}
+	return results, nil
+}
+
+func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, write func(io.Writer) error) ([]importer.RcptResult, error) {
+	if err := s.Mail(sender, nil); err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			// The server refused the sender: every recipient gets that answer.
+			out := make([]importer.RcptResult, len(rcpts))
+			for i, r := range rcpts {
+				out[i] = result(r, se)
+			}
+			return out, nil
+		}
+		return nil, fmt.Errorf("mail from: %w", err)
+	}
+	out := make([]importer.RcptResult, 0, len(rcpts))
+	var accepted []string
+	for _, r := range rcpts {
+		err := s.Rcpt(r, nil)
+		var se *smtp.SMTPError
+		switch {
+		case err == nil:
+			accepted = append(accepted, r)
+		case errors.As(err, &se):
+			out = append(out, result(r, se))
+		default:
+			return out, fmt.Errorf("rcpt to: %w", err)
+		}
+	}
+	if len(accepted) == 0 {
+		return out, nil
+	}
+	w, err := s.Data()
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			for _, r := range accepted {
+				out = append(out, result(r, se))
+			}
+			return out, nil
+		}
+		return out, fmt.Errorf("data: %w", err)
+	}
+	if err := write(w); err != nil {
+		// The message could not be read: the transaction cannot be ended cleanly
+		// (a dot would deliver a truncated message), so the session is dropped.
+		return out, fmt.Errorf("write message: %w", err)
+	}
+	resp, err := w.CloseWithLMTPResponse()
+	var perRcpt smtp.LMTPDataError
+	if err != nil && !errors.As(err, &perRcpt) {
+		// The connection broke while the replies came: keep those that came.
+		for _, r := range accepted {
+			if _, ok := resp[r]; ok {
+				out = append(out, importer.RcptResult{Rcpt: r, Reply: "250"})
+			}
+		}
+		return out, fmt.Errorf("end of data: %w", err)
+	}
+	for _, r := range accepted {
+		if se, ok := perRcpt[r]; ok {
+			out = append(out, result(r, se))
+			continue
+		}
+		if d, ok := resp[r]; ok {
+			out = append(out, importer.RcptResult{Rcpt: r, Reply: "250 " + d.StatusText})
+		}
+	}
+	return out, nil
+}
+
+// result turns a server's refusal into a recipient's result.
+func result(rcpt string, se *smtp.SMTPError) importer.RcptResult {
+	code := se.Code
+	if code < 400 || code > 599 {
+		code = 451 // a reply outside 4xx/5xx where a refusal is expected: retry
+	}
+	class := code / 100
+	enh := fmt.Sprintf("%d.0.0", class)
+	if e := se.EnhancedCode; e[0] == class && e[1] >= 0 && e[2] >= 0 && (e[1] != 0 || e[2] != 0) {
+		enh = fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
+	}
+	reply := fmt.Sprintf("%d %s %s", code, enh, strings.TrimSpace(se.Message))
+	return importer.RcptResult{Rcpt: rcpt, Status: importer.Status{Code: code, Enhanced: enh}, Reply: reply}
+}
