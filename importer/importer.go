@@ -69,6 +69,9 @@ type Importer struct {
 	opts     Options
 	router   *Router
 	accounts map[string]configs.Account // normalised address -> account
+
+	sweepMu sync.Mutex // guards swept
+	swept   time.Time  // when ProgressDir's ".done" files were last swept
 }
 
 // Options configure an Importer.

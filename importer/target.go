@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mxdrop/mxdrop/importer/durable"
 )
@@ -44,7 +45,10 @@ const maxDiagnostic = 400
 // RCPT address to the recipients routed to it. Recipients the server accepted on an
 // earlier attempt of the same message (kept under ProgressDir) are not sent again.
 func (im *Importer) importTarget(ctx context.Context, msg Message, h *Header, res *Result, order []string, targets map[string][]string) error {
-	done := im.progress(msg.ID)
+	done := map[string]bool{}
+	if msg.Recovered {
+		done = im.progress(msg.ID)
+	}
 	var send []string
 	for _, rcpt := range order {
 		if done[rcpt] {
@@ -129,7 +133,7 @@ func (im *Importer) importTarget(ctx context.Context, msg Message, h *Header, re
 	}
 	if err != nil || temp != nil {
 		// Keep what the server accepted, so that the retry does not send it again.
-		if perr := im.saveProgress(msg.ID, done); perr != nil {
+		if perr := im.saveProgress(msg.ID, done, pendingSuffix); perr != nil {
 			return &Error{Status: StatusLocalError, Op: "keep lmtp progress", Err: perr}
 		}
 		if err != nil {
@@ -139,7 +143,18 @@ func (im *Importer) importTarget(ctx context.Context, msg Message, h *Header, re
 		st.Text = "mail server answered " + temp.Reply
 		return &Error{Status: st, Op: "deliver over lmtp to " + temp.Rcpt, Err: errors.New(temp.Reply)}
 	}
-	im.dropProgress(msg.ID)
+	// Finished. The source acknowledges the message next; should mxdrop die before it
+	// does, the retry finds this note and sends nothing again. A process crash keeps
+	// the page cache, so the note needs no fsync: only a power loss in the
+	// milliseconds before the acknowledgement can still duplicate (see doneFor).
+	if len(results) > 0 {
+		if perr := im.saveProgress(msg.ID, done, doneSuffix); perr != nil {
+			return &Error{Status: StatusLocalError, Op: "note lmtp delivery", Err: perr}
+		}
+	}
+	if msg.Recovered {
+		im.dropProgress(msg.ID, pendingSuffix)
+	}
 	return nil
 }
 
@@ -156,51 +171,113 @@ func (im *Importer) progressPath(id string) string {
 // maxProgress bounds the progress file read back.
 const maxProgress = 1 << 20
 
+// Progress files: ".pending" while recipients wait for a retry (fsynced, removed when
+// the message is finished); ".done" once the server answered every recipient (not
+// fsynced, swept doneFor after it was written: by then the source has acknowledged
+// the message).
+const (
+	pendingSuffix = ".pending"
+	doneSuffix    = ".done"
+	doneFor       = 10 * time.Minute
+)
+
+// progress returns the recipients the server accepted on earlier attempts of id.
 func (im *Importer) progress(id string) map[string]bool {
 	done := map[string]bool{}
 	p := im.progressPath(id)
 	if p == "" {
 		return done
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		return done
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(io.LimitReader(f, maxProgress))
-	lines := strings.Split(string(b), "\n")
-	if len(lines) == 0 || lines[0] != id {
-		return done // another message's file (a hash collision is not expected)
-	}
-	for _, l := range lines[1:] {
-		if l != "" {
-			done[l] = true
+	for _, suffix := range []string{pendingSuffix, doneSuffix} {
+		f, err := os.Open(p + suffix)
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(f, maxProgress))
+		f.Close()
+		lines := strings.Split(string(b), "\n")
+		if len(lines) == 0 || lines[0] != oneLine(id) {
+			continue // another message's file (a hash collision is not expected)
+		}
+		for _, l := range lines[1:] {
+			if l != "" {
+				done[l] = true
+			}
 		}
 	}
 	return done
 }
 
-func (im *Importer) saveProgress(id string, done map[string]bool) error {
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+// saveProgress writes the progress file of id with suffix: fsynced for pendingSuffix,
+// written and renamed only for doneSuffix.
+func (im *Importer) saveProgress(id string, done map[string]bool, suffix string) error {
 	p := im.progressPath(id)
 	if p == "" || len(done) == 0 {
 		return nil
 	}
-	if err := durable.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	dir := filepath.Dir(p)
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return durable.WriteFile(filepath.Dir(p), filepath.Base(p)+".tmp", filepath.Dir(p), filepath.Base(p), 0o600, func(w io.Writer) error {
-		_, err := io.WriteString(w, strings.ReplaceAll(id, "\n", " ")+"\n")
-		for r := range done {
-			if err == nil {
-				_, err = io.WriteString(w, r+"\n")
-			}
-		}
+	var b strings.Builder
+	b.WriteString(oneLine(id) + "\n")
+	for r := range done {
+		b.WriteString(r + "\n")
+	}
+	if suffix == pendingSuffix {
+		return durable.WriteFile(dir, filepath.Base(p)+".tmp", dir, filepath.Base(p)+suffix, 0o600, func(w io.Writer) error {
+			_, err := io.WriteString(w, b.String())
+			return err
+		})
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
 		return err
-	})
+	}
+	if err := os.Rename(tmp, p+suffix); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	im.sweep(dir)
+	return nil
 }
 
-func (im *Importer) dropProgress(id string) {
+func (im *Importer) dropProgress(id, suffix string) {
 	if p := im.progressPath(id); p != "" {
-		os.Remove(p)
+		os.Remove(p + suffix)
 	}
+}
+
+// sweep removes, at most once a minute and in the background, the ".done" files older
+// than doneFor.
+func (im *Importer) sweep(dir string) {
+	im.sweepMu.Lock()
+	defer im.sweepMu.Unlock()
+	if time.Since(im.swept) < time.Minute {
+		return
+	}
+	im.swept = time.Now()
+	go func() {
+		d, err := os.Open(dir)
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		for {
+			ents, err := d.ReadDir(1024)
+			for _, e := range ents {
+				if !strings.HasSuffix(e.Name(), doneSuffix) {
+					continue
+				}
+				if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > doneFor {
+					os.Remove(filepath.Join(dir, e.Name()))
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 }

@@ -53,6 +53,9 @@ type Deps struct {
 	// Spam judges messages for accounts with spam_check, or every message of a poller
 	// with spam_check; nil: no spam check.
 	Spam importer.Classifier
+	// Target is the LMTP server of pollers with delivery: lmtp; nil: such pollers
+	// fail to start.
+	Target importer.Target
 	// Observe, when not nil, is called after every cycle with its figures and its
 	// error (nil on success): the metrics hook.
 	Observe func(poller string, st CycleStats, err error)
@@ -143,6 +146,13 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 		p.Folders = []string{"INBOX"}
 	}
 	opts := importer.Options{Accounts: cfg.Accounts, Spam: deps.Spam, SpamCheckAll: p.SpamCheck, SpamFolder: cfg.Spam.Folder}
+	if p.Delivery == configs.DeliveryLMTP {
+		if deps.Target == nil {
+			return fail("delivery lmtp needs the lmtp block")
+		}
+		// single mode: RCPT is deliver_to, which may be any of the server's users.
+		opts.Target, opts.ProgressDir = deps.Target, filepath.Join(cfg.StateDir, "lmtp")
+	}
 	switch p.Mode {
 	case "", "single":
 		if p.DeliverTo == "" {

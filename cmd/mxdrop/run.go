@@ -19,6 +19,7 @@ import (
 	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/lmtp"
 	"github.com/mxdrop/mxdrop/importer/spam"
 	"github.com/mxdrop/mxdrop/pollers"
 	"github.com/mxdrop/mxdrop/pollers/oauth"
@@ -90,11 +91,28 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 		classifier = checker
 		a.spam = checker
 	}
+	// One pool of LMTP sessions for every source that delivers over LMTP. It dials
+	// nothing until the first message.
+	var target importer.Target
+	if cfg.LMTP.Address != "" {
+		cl, err := lmtp.New(cfg.LMTP, cfg.SMTP.ReportingMTA)
+		if err != nil {
+			return nil, err
+		}
+		target = cl
+	}
+	progressDir := filepath.Join(cfg.StateDir, "lmtp")
 	for _, c := range cfg.Connectors {
 		if !c.IsActive() {
 			continue
 		}
+		var ct importer.Target
+		if c.Delivery == configs.DeliveryLMTP {
+			ct = target
+		}
 		im, err := importer.New(importer.Options{
+			Target:          ct,
+			ProgressDir:     progressDir,
 			Accounts:        cfg.Accounts,
 			Domains:         c.Subdomains,
 			Mailboxes:       c.Mailboxes,
@@ -123,7 +141,7 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 			a.connectors[len(a.connectors)-1].Observe = mt.observeFile
 		}
 	}
-	deps := pollers.Deps{Logger: log, Spam: classifier}
+	deps := pollers.Deps{Logger: log, Spam: classifier, Target: target}
 	if tokens != nil {
 		deps.XOAUTH2 = tokens.Poller
 	}
