@@ -147,3 +147,58 @@ func TestLMTPServerDown(t *testing.T) {
 		}
 	}
 }
+
+// TestLMTPPollers: a POP3 and an IMAP poller with delivery: lmtp hand what they fetch
+// to Dovecot's LMTP (TCP this time), RCPT their deliver_to, which is no configured
+// account; the messages leave the remote mailboxes only once delivered.
+func TestLMTPPollers(t *testing.T) {
+	srv := dovecottest.Start(t, dovecottest.Options{
+		Users:       map[string]string{"popuser": "pw1", "imapuser": "pw2", "alice": "pw", "bob": "pw"},
+		LMTP:        true,
+		ExtraConfig: "auth_username_format = %Ln\n",
+	})
+	for i := range 3 {
+		srv.Append(t, "popuser", "INBOX", pollMsg("popuser", i))
+		srv.Append(t, "imapuser", "INBOX", pollMsg("imapuser", i))
+	}
+	popHost, popPort := splitHostPort(t, srv.POP3Addr())
+	imapHost, imapPort := splitHostPort(t, srv.IMAPAddr())
+	root := t.TempDir()
+	e := &env{t: t, root: root, drop: filepath.Join(root, "drop"), mail: filepath.Join(root, "mail")}
+	e.cfgPath = filepath.Join(root, "mxdrop.yaml")
+	e.writeConfig(fmt.Sprintf(`state_dir: ./state
+log: {level: info, format: json}
+lmtp:
+  address: %s
+pollers:
+  - name: pop
+    protocol: pop3
+    host: %s
+    port: %s
+    tls: none
+    interval: 1s
+    username: popuser
+    auth: {password: pw1}
+    deliver_to: alice@example.com
+    delivery: lmtp
+  - name: imap
+    protocol: imap
+    host: %s
+    port: %s
+    tls: none
+    interval: 1s
+    username: imapuser
+    auth: {password: pw2}
+    deliver_to: bob@example.com
+    delivery: lmtp
+    idle: false
+`, srv.LMTPAddr(), popHost, popPort, imapHost, imapPort))
+	p := e.start("run")
+	waitUntil(t, "the remote mailboxes to empty", 60*time.Second, func() bool {
+		return srv.Count(t, "popuser", "INBOX") == 0 && srv.Count(t, "imapuser", "INBOX") == 0
+	})
+	p.stop(t)
+	if a, b := srv.Count(t, "alice", "INBOX"), srv.Count(t, "bob", "INBOX"); a != 3 || b != 3 {
+		t.Errorf("alice has %d and bob %d messages, want 3 each", a, b)
+	}
+}
