@@ -36,8 +36,10 @@ state_dir = {{dir}}/state
 instance_name = mxdrop-bench-{{name}}
 log_path = {{dir}}/dovecot.log
 listen = 127.0.0.1
-protocols = imap pop3
+protocols = imap pop3 lmtp
 ssl = no
+# LMTP recipients are bench@<any domain>; logins stay "bench".
+auth_username_format = %Ln
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 passdb {
@@ -61,6 +63,15 @@ service imap-login {
     port = 0
   }
 }
+service lmtp {
+  unix_listener lmtp {
+    mode = 0666
+  }
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = {{lmtp}}
+  }
+}
 service pop3-login {
   inet_listener pop3 {
     address = 127.0.0.1
@@ -78,6 +89,7 @@ type dovecot struct {
 	conf       string
 	doveadmBin string
 	pop3, imap int
+	lmtp       int // TCP port; the unix socket is lmtpSocket()
 	cmd        *exec.Cmd
 	exited     chan struct{}
 	fills      int // fills so far, to keep the file names of each fill unique
@@ -133,8 +145,11 @@ func startDovecot(dir string) (*dovecot, error) {
 	if d.imap, err = freePort(); err != nil {
 		return nil, err
 	}
+	if d.lmtp, err = freePort(); err != nil {
+		return nil, err
+	}
 	conf := strings.NewReplacer("{{dir}}", dir, "{{name}}", filepath.Base(filepath.Dir(dir)),
-		"{{imap}}", strconv.Itoa(d.imap), "{{pop3}}", strconv.Itoa(d.pop3)).Replace(dovecotConf)
+		"{{imap}}", strconv.Itoa(d.imap), "{{pop3}}", strconv.Itoa(d.pop3), "{{lmtp}}", strconv.Itoa(d.lmtp)).Replace(dovecotConf)
 	if err := os.WriteFile(d.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
@@ -152,7 +167,7 @@ func startDovecot(dir string) (*dovecot, error) {
 	}
 	go func() { d.cmd.Wait(); close(d.exited) }()
 	deadline := time.Now().Add(20 * time.Second)
-	for !greets(d.pop3, "+OK") || !greets(d.imap, "* OK") {
+	for !greets(d.pop3, "+OK") || !greets(d.imap, "* OK") || !greets(d.lmtp, "220 ") {
 		select {
 		case <-d.exited:
 			return nil, fmt.Errorf("dovecot exited at start: %s", d.logs())
@@ -218,6 +233,9 @@ func (d *dovecot) doveadm(args ...string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// lmtpSocket is the path of the LMTP unix socket.
+func (d *dovecot) lmtpSocket() string { return filepath.Join(d.dir, "run", "lmtp") }
 
 // maildir is the user's Maildir on the server.
 func (d *dovecot) maildir() string { return filepath.Join(d.dir, "home", benchUser, "Maildir") }

@@ -17,6 +17,11 @@
 // targets and the flags each tool ran with (see pollers.go and peers.go). It needs root;
 // a missing peer tool is reported and the rest is measured.
 //
+// Mode "lmtp" starts a Dovecot with LMTP and delivers the same N messages into one
+// mailbox three ways: mxdrop's drop folder over LMTP (`mxdrop run --once`, delivery:
+// lmtp), Postfix's `smtp-source -L` with the same number of sessions (1 and
+// -concurrency), and dovecot-lda started per file; it prints the rates and ratios.
+//
 // Ratios, not absolute times, are the figures to compare: machines are shared and noisy.
 package main
 
@@ -30,7 +35,8 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "once", "once | latency | pollers")
+	mode := flag.String("mode", "once", "once | latency | pollers | lmtp")
+	conc := flag.Int("concurrency", 16, "lmtp mode: sessions of mxdrop and smtp-source (each also measured with 1), dovecot-lda processes")
 	n := flag.Int("n", 2000, "number of messages")
 	size := flag.Int("size", 4096, "message size in bytes")
 	dir := flag.String("dir", "", "work folder (default: a new folder under ./var/bench, on the disk being measured)")
@@ -78,6 +84,8 @@ func main() {
 		err = b.latency(*rate, *backlog, *runs)
 	case "pollers":
 		err = b.pollers(*runs)
+	case "lmtp":
+		err = b.lmtp(*conc)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}

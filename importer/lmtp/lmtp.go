@@ -180,15 +180,19 @@ func (c *Client) Deliver(ctx context.Context, sender string, rcpts []string, wri
 	if err != nil {
 		return nil, err
 	}
-	results, err := c.transaction(s, sender, rcpts, write)
+	results, ended, err := c.transaction(s, sender, rcpts, write)
 	if err != nil {
 		s.Close()
 		return results, err
 	}
-	// RSET: the next transaction starts clean whatever this one left.
-	if err := s.Reset(); err != nil {
-		s.Close()
-		return results, nil
+	// A transaction that ended with DATA's replies is over (RFC 5321 section 4.1.1.4);
+	// one refused earlier is ended with RSET. (go-smtp sends LHLO again after RSET,
+	// which is why it is not sent after every transaction.)
+	if !ended {
+		if err := s.Reset(); err != nil {
+			s.Close()
+			return results, nil
+		}
 	}
 	select {
 	case c.idle <- s:
@@ -198,20 +202,22 @@ func (c *Client) Deliver(ctx context.Context, sender string, rcpts []string, wri
 	return results, nil
 }
 
-func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, write func(io.Writer) error) ([]importer.RcptResult, error) {
+// transaction runs one transaction on s. ended is true when it ended with the replies
+// to DATA; err is set when the session is broken.
+func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, write func(io.Writer) error) (out []importer.RcptResult, ended bool, err error) {
 	if err := s.Mail(sender, nil); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
 			// The server refused the sender: every recipient gets that answer.
-			out := make([]importer.RcptResult, len(rcpts))
+			out = make([]importer.RcptResult, len(rcpts))
 			for i, r := range rcpts {
 				out[i] = result(r, se)
 			}
-			return out, nil
+			return out, false, nil
 		}
-		return nil, fmt.Errorf("mail from: %w", err)
+		return nil, false, fmt.Errorf("mail from: %w", err)
 	}
-	out := make([]importer.RcptResult, 0, len(rcpts))
+	out = make([]importer.RcptResult, 0, len(rcpts))
 	var accepted []string
 	for _, r := range rcpts {
 		err := s.Rcpt(r, nil)
@@ -222,11 +228,11 @@ func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, writ
 		case errors.As(err, &se):
 			out = append(out, result(r, se))
 		default:
-			return out, fmt.Errorf("rcpt to: %w", err)
+			return out, false, fmt.Errorf("rcpt to: %w", err)
 		}
 	}
 	if len(accepted) == 0 {
-		return out, nil
+		return out, false, nil
 	}
 	w, err := s.Data()
 	if err != nil {
@@ -235,14 +241,14 @@ func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, writ
 			for _, r := range accepted {
 				out = append(out, result(r, se))
 			}
-			return out, nil
+			return out, false, nil
 		}
-		return out, fmt.Errorf("data: %w", err)
+		return out, false, fmt.Errorf("data: %w", err)
 	}
 	if err := write(w); err != nil {
 		// The message could not be read: the transaction cannot be ended cleanly
 		// (a dot would deliver a truncated message), so the session is dropped.
-		return out, fmt.Errorf("write message: %w", err)
+		return out, false, fmt.Errorf("write message: %w", err)
 	}
 	resp, err := w.CloseWithLMTPResponse()
 	var perRcpt smtp.LMTPDataError
@@ -253,7 +259,7 @@ func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, writ
 				out = append(out, importer.RcptResult{Rcpt: r, Reply: "250"})
 			}
 		}
-		return out, fmt.Errorf("end of data: %w", err)
+		return out, false, fmt.Errorf("end of data: %w", err)
 	}
 	for _, r := range accepted {
 		if se, ok := perRcpt[r]; ok {
@@ -264,7 +270,7 @@ func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, writ
 			out = append(out, importer.RcptResult{Rcpt: r, Reply: "250 " + d.StatusText})
 		}
 	}
-	return out, nil
+	return out, true, nil
 }
 
 // result turns a server's refusal into a recipient's result.
