@@ -395,3 +395,27 @@ func TestVisibleFields(t *testing.T) {
 	}
 	_ = importer.Header{}
 }
+
+// TestBuildServerDiagnostic: a recipient a mail server refused over LMTP carries the
+// server's reply as its Diagnostic-Code, made one printable line; a mailbox full without
+// one gets mxdrop's own wording.
+func TestBuildServerDiagnostic(t *testing.T) {
+	msg, res := fixture(t)
+	res.Failed = []importer.Failure{
+		{Recipient: "carol@example.com", Status: "5.2.2", Diagnostic: "552 5.2.2 <carol@example.com> Quota exceeded\r\n(mailbox for user is full)\x01"},
+		{Recipient: "dave@example.com", Status: "5.2.2"},
+	}
+	d, err := Build(NewReport(msg, res), Options{ReportingMTA: "mx.example.com", Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Diagnostic-Code: smtp; 552 5.2.2 <carol@example.com> Quota exceeded  (mailbox for user is full)?\r\n",
+		"Diagnostic-Code: smtp; 552 5.2.2 <dave@example.com>: mailbox full\r\n",
+	} {
+		unfolded := bytes.ReplaceAll(d.Data, []byte("\r\n "), []byte(" "))
+		if !bytes.Contains(unfolded, []byte(want)) {
+			t.Errorf("DSN lacks %q:\n%s", want, d.Data)
+		}
+	}
+}

@@ -281,3 +281,37 @@ func TestRouterAccepts(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteServer: with a mail server as the target, accounts still map their aliases,
+// +tag and catch-all to their address, every other recipient of an accepted domain
+// passes as it is, and deliver_to may be any address.
+func TestRouteServer(t *testing.T) {
+	t.Parallel()
+	accounts := []configs.Account{
+		{Address: "alice@example.com", Aliases: []string{"a.smith@example.com"}},
+		{Address: "postmaster@example.org", CatchAll: true},
+	}
+	r, err := buildRouter(accounts, []string{"example.com", "example.org"}, nil, "", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rcpt, want := range map[string][2]string{
+		"A.Smith@example.com":    {"alice@example.com", "alias"},
+		"alice+news@example.com": {"alice@example.com", "tag"},
+		"who@example.org":        {"postmaster@example.org", "catch_all"},
+		"Bob+x@Example.com":      {"bob+x@example.com", "server"},
+		"x@elsewhere.test":       {"", "not_accepted"},
+	} {
+		rt := r.Route(rcpt, false)
+		if rt.Account != want[0] || rt.Rule != want[1] {
+			t.Errorf("%s: %q by %s, want %q by %s", rcpt, rt.Account, rt.Rule, want[0], want[1])
+		}
+	}
+	if _, err := buildRouter(accounts, []string{"."}, nil, "carol@example.net", "", false); err == nil {
+		t.Error("maildir delivery: deliver_to naming no account accepted")
+	}
+	r, err = buildRouter(accounts, []string{"."}, nil, "Carol@example.net", "", true)
+	if err != nil || r.Route("x@y.test", false).Account != "carol@example.net" {
+		t.Errorf("server delivery: deliver_to carol@example.net: %v", err)
+	}
+}
