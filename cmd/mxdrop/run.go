@@ -55,6 +55,7 @@ type app struct {
 	connectors []*watcher.Connector
 	pollers    []*pollers.Poller
 	spam       *spam.Checker // nil when no source or account checks for spam
+	lmtp       *lmtp.Client  // nil without an lmtp block
 }
 
 // spamWanted reports whether any account, connector or poller asks for the spam check.
@@ -99,7 +100,7 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 		if err != nil {
 			return nil, err
 		}
-		target = cl
+		target, a.lmtp = cl, cl
 	}
 	progressDir := filepath.Join(cfg.StateDir, "lmtp")
 	for _, c := range cfg.Connectors {
@@ -284,7 +285,7 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 	if configPath != "" {
 		go watchConfigFile(ctx, configPath, reload, log)
 	}
-	running := a.cfg
+	running, runningLMTP := a.cfg, a.lmtp
 	go func() {
 		for {
 			select {
@@ -314,6 +315,10 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 				m.Update(na.connectors)
 				pg.replace(ctx, na.pollers)
 				mt.setLive(&liveState{a: na, m: m, bouncer: bouncer, ps: na.pollers})
+				if runningLMTP != nil {
+					runningLMTP.Close() // its idle sessions; the new generation dials its own
+				}
+				runningLMTP = na.lmtp
 				running = cfg
 				log.Info().Str("trigger", why).Int("connectors", len(na.connectors)).Int("pollers", len(na.pollers)).Msg("configuration reloaded")
 			}
