@@ -409,9 +409,17 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 			return found(p)
 		}
 		if !quota.IsZero() {
-			// Quota deliveries are named name,S=<size> in new/ too.
-			if p, ok := scanFor(filepath.Join(string(md), "new"), name); ok {
+			// Quota deliveries are named name,S=<size> in new/ too, in the inbox or,
+			// when the interrupted attempt judged it spam, in the spam folder.
+			if p, ok := scanFor(filepath.Join(string(inbox), "new"), name); ok {
 				return found(p)
+			}
+			if sv != nil {
+				if junk, err := inbox.Folder(im.spamFolder()); err == nil {
+					if p, ok := scanFor(filepath.Join(string(junk), "new"), name); ok {
+						return found(p)
+					}
+				}
 			}
 		}
 		if sv != nil {

@@ -227,3 +227,30 @@ func TestQuotaConcurrent(t *testing.T) {
 		t.Errorf("definition %q, %d bytes used of %d", def, u.Bytes, acct.Quota)
 	}
 }
+
+// TestQuotaRecoveredSpam: a quota delivery judged spam lands in the spam folder as
+// name,S=<size>; when its retry is judged otherwise (spamd failed this time) the copy is
+// found there and not delivered again.
+func TestQuotaRecoveredSpam(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	acct := account(root, "alice@example.com")
+	acct.Quota, acct.SpamCheck = 1<<20, true
+	fc := &fakeClassifier{}
+	im := newImporter(t, Options{Accounts: []configs.Account{acct}, Domains: []string{"example.com"}, Spam: fc})
+	raw := []byte("X-Original-To: alice@example.com\nFrom: s@example.net\nSubject: viagra\nMessage-ID: <rs@example.net>\n\nbuy viagra\n")
+	res, err := im.Import(context.Background(), bytesMessage("rs", raw))
+	if err != nil || res.Delivered[0].Folder != "Junk" {
+		t.Fatalf("first import: %v %+v", err, res)
+	}
+	fc.fail = true
+	msg := bytesMessage("rs", raw)
+	msg.Recovered = true
+	res, err = im.Import(context.Background(), msg)
+	if err != nil || len(res.Delivered) != 1 || !res.Delivered[0].Existing {
+		t.Errorf("recovered: %v %+v", err, res)
+	}
+	if u := diskUsage(t, acct.Maildir); u.Messages != 1 {
+		t.Errorf("the Maildir holds %d messages, want 1", u.Messages)
+	}
+}
