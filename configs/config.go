@@ -177,11 +177,20 @@ type Connector struct {
 	// It is the same rule as a collection poller's unknown_recipients and maps to
 	// importer.Options.UnknownTo.
 	UnknownRecipients string   `yaml:"unknown_recipients"`
-	Settle            Duration `yaml:"settle"`        // default 500ms
-	Bounce            *bool    `yaml:"bounce"`        // default true
-	KeepImported      bool     `yaml:"keep_imported"` // move imported files to Imported/ instead of deleting them
+	Settle            Duration `yaml:"settle"` // default 500ms
 	// Delivery is maildir | lmtp (default maildir).
 	Delivery string `yaml:"delivery"`
+	// Watch is how new files are found: "auto" (default) uses fsnotify events on local
+	// file systems and lists network and FUSE shares every PollInterval, where other
+	// hosts' writes raise no event; "events" or "poll" force one way.
+	Watch        string   `yaml:"watch"`
+	PollInterval Duration `yaml:"poll_interval"` // default 1s: how often a polled drop folder is listed
+	// ClaimLease protects this instance's claims on a share, where flock does not cross
+	// hosts: the instance renews a lease file every ClaimLease/3, and another host
+	// adopts its claims only after seeing the lease unchanged for ClaimLease (default 2m).
+	ClaimLease   Duration `yaml:"claim_lease"`
+	Bounce       *bool    `yaml:"bounce"`        // default true
+	KeepImported bool     `yaml:"keep_imported"` // move imported files to Imported/ instead of deleting them
 	// SMTP overrides the top-level relay for this connector's DSNs. nil (or an empty
 	// block in the file) means the top-level relay; see Relay. An override is a whole
 	// relay: nothing but reporting_mta is inherited, so credentials never travel to

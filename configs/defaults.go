@@ -26,6 +26,9 @@ const (
 	defaultSettle          = 500 * time.Millisecond
 	defaultLMTPTimeout     = 60 * time.Second
 	defaultLMTPConnections = 8
+	defaultWatch           = "auto"
+	defaultPollInterval    = time.Second
+	defaultClaimLease      = 2 * time.Minute // a dead host's claims wait this long; far above any pause of a live one
 	defaultPollerTLS       = "implicit"
 	defaultPollerTimeout   = 60 * time.Second
 	defaultPollerInterval  = 5 * time.Minute
@@ -107,6 +110,9 @@ func applyDefaults(cfg *Config) {
 		}
 		defDur(&c.Settle, defaultSettle)
 		def(&c.Delivery, DeliveryMaildir)
+		def(&c.Watch, defaultWatch)
+		defDur(&c.PollInterval, defaultPollInterval)
+		defDur(&c.ClaimLease, defaultClaimLease)
 		if len(c.EnvelopeHeaders) == 0 {
 			c.EnvelopeHeaders = append([]string(nil), envelopeHeaderNames...)
 		}

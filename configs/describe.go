@@ -135,6 +135,15 @@ func (d *describer) connectors() {
 			d.kv(2, "mailboxes", "%s", strings.Join(c.Mailboxes, ", "))
 		}
 		d.kv(2, "settle", "%s (a file is taken once unchanged this long)", c.Settle)
+		switch c.Watch {
+		case "events":
+			d.kv(2, "watch", "events (fsnotify; other hosts' writes on a share are found only by the rescan)")
+		case "poll":
+			d.kv(2, "watch", "poll: listed every %s, events kept for local writers", c.PollInterval)
+		default:
+			d.kv(2, "watch", "auto: events on a local file system, listed every %s on a network or FUSE share", c.PollInterval)
+		}
+		d.kv(2, "claim lease", "%s (on a share, a dead host's claims are adopted after this long)", c.ClaimLease)
 		d.kv(2, "envelope from", "%s, else To/Cc", strings.Join(c.EnvelopeHeaders, ", "))
 		if c.KeepImported {
 			d.kv(2, "imported files", "moved to Imported/")

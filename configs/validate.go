@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/idna"
 )
@@ -186,6 +187,15 @@ func (v *validator) connector(i int) {
 		}
 	}
 	v.notNegative(p+".settle", c.Settle)
+	v.enum(p+".watch", c.Watch, "auto", "events", "poll")
+	v.notNegative(p+".poll_interval", c.PollInterval)
+	if c.PollInterval > 0 && c.PollInterval < Duration(10*time.Millisecond) {
+		v.add(p+".poll_interval", "write 10ms or more; 1s is the default", "%s lists the folder too often", c.PollInterval)
+	}
+	v.notNegative(p+".claim_lease", c.ClaimLease)
+	if c.ClaimLease > 0 && c.ClaimLease < Duration(time.Second) {
+		v.add(p+".claim_lease", "write 1s or more; 2m is the default", "%s leaves a live host no time to renew its lease", c.ClaimLease)
+	}
 	seen := map[string]bool{}
 	for j, h := range c.EnvelopeHeaders {
 		hp := fmt.Sprintf("%s.envelope_headers[%d]", p, j)

@@ -161,6 +161,12 @@ func TestValidationRules(t *testing.T) {
 		{"bad env reference", base + "    settle: ${1X}\n", `mx.yaml:10: connectors[0].settle: ${1X} is not an environment variable reference`},
 		{"unterminated env", base + "    settle: ${X\n", `mx.yaml:10: connectors[0].settle: ${ without a closing }`},
 
+		// Watching a drop folder.
+		{"watch mode", base + "    watch: inotify\n", `mx.yaml:10: connectors[0].watch: unknown value "inotify" (use one of auto, events, poll)`},
+		{"poll interval tiny", base + "    poll_interval: 1ms\n", `mx.yaml:10: connectors[0].poll_interval: 1ms lists the folder too often (write 10ms or more`},
+		{"poll interval negative", base + "    poll_interval: -1s\n", `mx.yaml:10: connectors[0].poll_interval: -1s is negative`},
+		{"claim lease short", base + "    claim_lease: 100ms\n", `mx.yaml:10: connectors[0].claim_lease: 100ms leaves a live host no time to renew its lease (write 1s or more`},
+
 		// Top level.
 		{"nothing to do", "accounts: []\n", `mx.yaml: nothing to do: no connectors and no pollers (add a connector`},
 		{"no accounts", "connectors:\n  - name: mx\n    drop_folder: d\n", `mx.yaml: accounts: no accounts: every message would fail`},
