@@ -1,0 +1,151 @@
+package watcher
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// fakeClock is a monotonic clock the test moves.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+
+// foreign is a lease written by an instance on another host.
+func foreign(host string) *lease {
+	return &lease{owner: leaseOwner{host: host, boot: "other-boot-" + host, pid: 4242, start: 7}}
+}
+
+func TestLeaseForeignHostOnShare(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	o := newLeaseObserver()
+	o.now = clk.now
+	ttl := time.Minute
+	l := foreign("mta-b")
+	l.dir = dir
+	if err := l.renew(ttl / 3); err != nil {
+		t.Fatal(err)
+	}
+	if dead, why := o.dead(dir, true, ttl); dead {
+		t.Fatalf("a lease seen for the first time counts as dead: %s", why)
+	}
+	// A live host renews every ttl/3; the observer never sees it unchanged for ttl,
+	// however long it watches.
+	for i := 0; i < 10; i++ {
+		clk.add(ttl / 3)
+		if err := l.renew(ttl / 3); err != nil {
+			t.Fatal(err)
+		}
+		if dead, why := o.dead(dir, true, ttl); dead {
+			t.Fatalf("live lease judged dead after %d renewals: %s", i, why)
+		}
+	}
+	// It stops renewing: dead only once unchanged for a whole ttl.
+	clk.add(ttl - time.Second)
+	if dead, why := o.dead(dir, true, ttl); dead {
+		t.Fatalf("dead before the lease ran out: %s", why)
+	}
+	clk.add(time.Second)
+	if dead, why := o.dead(dir, true, ttl); !dead {
+		t.Fatalf("lease unchanged for ttl is not dead: %s", why)
+	}
+}
+
+// TestLeaseClockSkew: the renewing host's clock is an hour behind (its "renewed"
+// times are all in this host's past); only content changes count, so it stays alive.
+func TestLeaseClockSkew(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	o := newLeaseObserver()
+	o.now = clk.now
+	ttl := time.Minute
+	for seq := uint64(1); seq < 20; seq++ {
+		body := "mxdrop-lease 1\nhost far\nboot b-far\npid 9\nstart 1\nseq " + itoa(seq) + "\nrenewed 1999-01-01T00:00:00Z\n"
+		if err := os.WriteFile(filepath.Join(dir, leaseFile), []byte(body), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if dead, why := o.dead(dir, true, ttl); dead {
+			t.Fatalf("a renewing host with a skewed clock judged dead: %s", why)
+		}
+		clk.add(ttl / 2)
+	}
+}
+
+func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+func TestLeaseNoLeaseFile(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	o := newLeaseObserver()
+	o.now = clk.now
+	if dead, why := o.dead(dir, false, time.Minute); !dead {
+		t.Fatalf("local file system, free lock, no lease: not adopted: %s", why)
+	}
+	if dead, why := o.dead(dir, true, time.Minute); dead {
+		t.Fatalf("share, no lease: adopted at once: %s", why)
+	}
+	clk.add(time.Minute)
+	if dead, why := o.dead(dir, true, time.Minute); !dead {
+		t.Fatalf("share, no lease for a whole claim_lease: not adopted: %s", why)
+	}
+}
+
+// TestLeaseSameKernel: a lease written on this kernel is judged by its process, at once,
+// on any file system.
+func TestLeaseSameKernel(t *testing.T) {
+	live, gone := t.TempDir(), t.TempDir()
+	l := &lease{dir: live, owner: self()}
+	if err := l.renew(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	// A process of this boot that has ended (its pid, a start time it never had).
+	d := &lease{dir: gone, owner: leaseOwner{host: self().host, boot: self().boot, pid: cmd.Process.Pid, start: 1}}
+	if err := d.renew(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	o := newLeaseObserver()
+	for _, shared := range []bool{false, true} {
+		if dead, why := o.dead(live, shared, time.Hour); dead {
+			t.Errorf("shared=%v: this live process judged dead: %s", shared, why)
+		}
+		if dead, why := o.dead(gone, shared, time.Hour); !dead {
+			t.Errorf("shared=%v: an ended process of this kernel not judged dead: %s", shared, why)
+		}
+	}
+}
+
+func TestRunLeaseRenews(t *testing.T) {
+	dir := t.TempDir()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); runLease(dir, 60*time.Millisecond, stop, func(err error) { t.Error(err) }) }()
+	first := waitLease(t, dir, "")
+	waitLease(t, dir, first)
+	close(stop)
+	<-done
+	if _, err := os.Stat(filepath.Join(dir, leaseFile+".tmp")); err == nil {
+		t.Error("temporary lease file left behind")
+	}
+}
+
+func waitLease(t *testing.T, dir, not string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, _ := readLease(dir); c != "" && c != not {
+			return c
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("lease not written or not renewed")
+	return ""
+}
