@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,15 +25,33 @@ const ImportedFolder = "Imported"
 // instance holds an exclusive flock on its .lock file while alive; a claims folder
 // whose lock can be taken belongs to an instance that died, and a live instance adopts
 // its files.
+//
+// Where flock does not cross hosts (see lease.go) the instance also renews a lease in
+// the claims folder, and another instance adopts only a folder whose lease it has seen
+// expire.
 type claims struct {
-	dir  string
-	lock *os.File
+	dir    string
+	lock   *os.File
+	shared bool          // on a network or FUSE file system: a free flock proves nothing
+	ttl    time.Duration // claim_lease
+	obs    *leaseObserver
+	stop   chan struct{} // closed by close: the lease stops being renewed
+	done   chan struct{} // closed when the lease renewer has ended
 }
+
+// DefaultClaimLease is claim_lease when a Connector leaves it 0.
+const DefaultClaimLease = 2 * time.Minute
 
 func claimsRoot(drop string) string { return filepath.Join(drop, WorkDir, "claims") }
 
-// openClaims creates and locks the claims folder of instance id.
-func openClaims(drop, id string) (*claims, error) {
+// openClaims creates and locks the claims folder of instance id, and starts renewing
+// its lease every ttl/3 (warn gets failed renewals).
+func openClaims(drop, id string, ttl time.Duration, warn func(error)) (*claims, error) {
+	return openClaimsAs(drop, id, ttl, warn, self())
+}
+
+// openClaimsAs is openClaims with the lease naming owner (tests play other hosts).
+func openClaimsAs(drop, id string, ttl time.Duration, warn func(error), owner leaseOwner) (*claims, error) {
 	dir := filepath.Join(claimsRoot(drop), id)
 	if err := durable.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create claims folder: %w", err)
@@ -44,7 +63,13 @@ func openClaims(drop, id string) (*claims, error) {
 	if !ok {
 		return nil, fmt.Errorf("claims folder %s is locked by a running instance with the same id", dir)
 	}
-	return &claims{dir: dir, lock: f}, nil
+	if ttl <= 0 {
+		ttl = DefaultClaimLease
+	}
+	cl := &claims{dir: dir, lock: f, ttl: ttl, obs: newLeaseObserver(), stop: make(chan struct{}), done: make(chan struct{})}
+	cl.shared = ChooseMode(drop, WatchAuto).Shared
+	go func() { defer close(cl.done); runLease(dir, ttl, owner, cl.stop, warn) }()
+	return cl, nil
 }
 
 // tryLock takes the flock of a claims folder without waiting. ok is false when a live
@@ -65,6 +90,16 @@ func tryLock(dir string) (f *os.File, ok bool, err error) {
 }
 
 func (c *claims) close() {
+	if c.stop != nil {
+		select {
+		case <-c.stop:
+		default:
+			close(c.stop)
+			<-c.done
+			// Every job has ended: whatever is left here waits for any instance.
+			releaseLease(c.dir)
+		}
+	}
 	if c.lock != nil {
 		c.lock.Close()
 	}
@@ -72,12 +107,12 @@ func (c *claims) close() {
 
 // release removes the claims folder if it is empty; the lock goes with it.
 func (c *claims) release() {
-	entries, err := os.ReadDir(c.dir)
-	if err == nil && len(entries) <= 1 {
+	c.close()
+	if files, err := listClaims(c.dir); err == nil && len(files) == 0 {
+		os.Remove(filepath.Join(c.dir, leaseFile))
 		os.Remove(filepath.Join(c.dir, ".lock"))
 		os.Remove(c.dir)
 	}
-	c.close()
 }
 
 // claim moves src into the claims folder by an atomic rename. Only one of several
@@ -91,14 +126,32 @@ func (c *claims) claim(src string) (path string, ok bool, err error) {
 			name = base + "~" + strconv.Itoa(i)
 		}
 		dst := filepath.Join(c.dir, name)
+		if _, err := os.Lstat(dst); err == nil {
+			continue // taken name: the retransmission check below needs dst free
+		}
 		err := renameNoReplace(src, dst)
 		switch {
 		case err == nil:
+			return dst, true, nil
+		case claimedAnyway(src, dst):
+			// QUIRK: an NFS rename whose reply was lost is retransmitted, and the
+			// server's answer to the retry (ENOENT: src is gone; EEXIST: dst is there)
+			// reports a failure although the first one succeeded. RFC 1813 section 3.3.14
+			// asks only that the rename be atomic on the server; Postfix's
+			// src/global/mbox_open.c and dot_lockfile.c note the false errors. Only this
+			// instance writes into its claims folder, so dst present and src gone means
+			// the claim is ours.
 			return dst, true, nil
 		case errors.Is(err, os.ErrNotExist):
 			return "", false, nil // another instance took it, or it went away
 		case errors.Is(err, os.ErrExist):
 			continue
+		case notYet(err):
+			// An SMB server refuses (or holds back, waiting for an oplock break) the
+			// rename of a file another client still has open (MS-CIFS 3.3.5.10,
+			// STATUS_SHARING_VIOLATION; the Linux client maps it to EBUSY or EACCES):
+			// the writer has not finished. Not ours yet; the next listing offers it again.
+			return "", false, nil
 		default:
 			return "", false, fmt.Errorf("claim: %w", err)
 		}
@@ -123,6 +176,20 @@ func renameNoReplace(src, dst string) error {
 	return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
 }
 
+// claimedAnyway reports whether a failed rename of src to dst did happen.
+func claimedAnyway(src, dst string) bool {
+	if _, err := os.Lstat(dst); err != nil {
+		return false
+	}
+	_, err := os.Lstat(src)
+	return errors.Is(err, os.ErrNotExist)
+}
+
+// notYet reports a rename refused because another client has the file open.
+func notYet(err error) bool {
+	return errors.Is(err, unix.EBUSY) || errors.Is(err, unix.ETXTBSY) || errors.Is(err, unix.EACCES)
+}
+
 // adopt moves the files of every dead instance's claims folder into c and returns
 // their paths in c. The adopted files are processed as recovered messages. c's own
 // files are never returned: they are in flight or waiting for a retry.
@@ -142,6 +209,11 @@ func (c *claims) adopt() ([]string, error) {
 		if err != nil || !ok {
 			continue // alive, or not ours to judge
 		}
+		if dead, _ := c.obs.dead(dir, c.shared, c.ttl); !dead {
+			lf.Close()
+			continue
+		}
+		c.obs.forget(dir)
 		files, err := listClaims(dir)
 		if err == nil {
 			for _, f := range files {
@@ -151,6 +223,7 @@ func (c *claims) adopt() ([]string, error) {
 				}
 			}
 			if rest, _ := listClaims(dir); len(rest) == 0 {
+				os.Remove(filepath.Join(dir, leaseFile))
 				os.Remove(filepath.Join(dir, ".lock"))
 				os.Remove(dir)
 			}

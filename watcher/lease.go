@@ -114,6 +114,19 @@ func (l *lease) renew(every time.Duration) error {
 	return nil
 }
 
+// releaseLease marks the lease of a claims folder whose instance has stopped cleanly:
+// its leftover claims (transient errors) may be adopted at once.
+func releaseLease(dir string) {
+	tmp := filepath.Join(dir, leaseFile+".tmp")
+	if os.WriteFile(tmp, []byte(leaseReleased), 0o640) == nil {
+		if os.Rename(tmp, filepath.Join(dir, leaseFile)) != nil {
+			os.Remove(tmp)
+		}
+	}
+}
+
+const leaseReleased = "mxdrop-lease 1\nreleased\n"
+
 // readLease returns the lease file of claims folder dir ("" when there is none),
 // bounded to 4 KiB: it is written by another instance, perhaps another version.
 func readLease(dir string) (string, error) {
@@ -173,6 +186,9 @@ func (o *leaseObserver) dead(dir string, shared bool, ttl time.Duration) (bool, 
 	if err != nil {
 		return false, "lease unreadable: " + err.Error()
 	}
+	if content == leaseReleased {
+		return true, "its instance stopped and released it"
+	}
 	if owner, ok := parseOwner(content); ok && owner.boot == o.me.boot {
 		// Written on this kernel: the process itself says whether it lives.
 		start, err := procStart(owner.pid)
@@ -206,9 +222,9 @@ func (o *leaseObserver) forget(dir string) { delete(o.seen, dir) }
 
 // runLease writes the lease of claims folder dir and renews it every ttl/3 until stop
 // is closed; failed renewals go to warn (a share that is away for a moment).
-func runLease(dir string, ttl time.Duration, stop <-chan struct{}, warn func(error)) {
+func runLease(dir string, ttl time.Duration, owner leaseOwner, stop <-chan struct{}, warn func(error)) {
 	every := ttl / 3
-	l := &lease{dir: dir, owner: self()}
+	l := &lease{dir: dir, owner: owner}
 	if err := l.renew(every); err != nil {
 		warn(err)
 	}

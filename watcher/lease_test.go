@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/mxdrop/mxdrop/internal/sharetest"
 )
 
 // fakeClock is a monotonic clock the test moves.
@@ -127,7 +129,10 @@ func TestRunLeaseRenews(t *testing.T) {
 	dir := t.TempDir()
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	go func() { defer close(done); runLease(dir, 60*time.Millisecond, stop, func(err error) { t.Error(err) }) }()
+	go func() {
+		defer close(done)
+		runLease(dir, 60*time.Millisecond, self(), stop, func(err error) { t.Error(err) })
+	}()
 	first := waitLease(t, dir, "")
 	waitLease(t, dir, first)
 	close(stop)
@@ -148,4 +153,73 @@ func waitLease(t *testing.T, dir, not string) string {
 	}
 	t.Fatal("lease not written or not renewed")
 	return ""
+}
+
+// testClaims opens a claims folder with a one-minute lease.
+func testClaims(t *testing.T, drop, id string) (*claims, error) {
+	t.Helper()
+	return openClaims(drop, id, time.Minute, func(err error) { t.Error(err) })
+}
+
+// crash ends a claims folder's instance as kill -9 does: the lease is no longer renewed
+// and the flock goes, but nothing is released.
+func (c *claims) crash() {
+	close(c.stop)
+	<-c.done
+	c.lock.Close()
+}
+
+// TestAdoptAcrossHosts runs two "hosts" on two FUSE mounts of one share, where flock
+// does not cross: a live host's claims are never adopted, however long the other
+// watches; once it dies they are adopted after the lease, once.
+func TestAdoptAcrossHosts(t *testing.T) {
+	share := sharetest.New(t)
+	mntA, mntB := share.Mount(), share.Mount()
+	const ttl = 600 * time.Millisecond
+	hostA := leaseOwner{host: "mta-a", boot: "boot-a", pid: 4242, start: 7}
+	a, err := openClaimsAs(mntA, "a", ttl, func(err error) { t.Error(err) }, hostA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := openClaimsAs(mntB, "b", ttl, func(err error) { t.Error(err) }, leaseOwner{host: "mta-b", boot: "boot-b", pid: 4343, start: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	if !a.shared || !b.shared {
+		t.Fatal("a FUSE mount is not taken for a share")
+	}
+	if err := os.WriteFile(filepath.Join(share.Backing, "m1"), []byte("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := a.claim(filepath.Join(mntA, "m1")); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	deadline := time.Now().Add(4 * ttl)
+	for time.Now().Before(deadline) {
+		got, err := b.adopt()
+		if err != nil || len(got) > 0 {
+			t.Fatalf("a live host's claims adopted through a free flock: %v %v", got, err)
+		}
+		time.Sleep(ttl / 5)
+	}
+	a.crash()
+	start := time.Now()
+	var got []string
+	for len(got) == 0 && time.Since(start) < 10*ttl {
+		time.Sleep(ttl / 5)
+		got, err = b.adopt()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 1 || filepath.Base(got[0]) != "m1" {
+		t.Fatalf("dead host's claim not adopted: %v", got)
+	}
+	if waited := time.Since(start); waited < ttl-ttl/5 {
+		t.Errorf("adopted %s after the crash, before the lease of %s ran out", waited, ttl)
+	}
+	if more, _ := b.adopt(); len(more) != 0 {
+		t.Errorf("adopted again: %v", more)
+	}
 }

@@ -99,7 +99,8 @@ func NewInstanceID() string {
 // Counts returns the outcome counters since the Manager was made.
 func (m *Manager) Counts() *Counts { return &m.counts }
 
-func (m *Manager) claimsFor(drop string) (*claims, error) {
+func (m *Manager) claimsFor(c *Connector) (*claims, error) {
+	drop := c.DropFolder
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cl, ok := m.claims[drop]; ok {
@@ -110,7 +111,9 @@ func (m *Manager) claimsFor(drop string) (*claims, error) {
 		// claimed into the old one went with it.
 		cl.close()
 	}
-	cl, err := openClaims(drop, m.id)
+	cl, err := openClaims(drop, m.id, c.ClaimLease, func(err error) {
+		c.Log.Warn().Err(err).Msg("claim lease not renewed: after claim_lease another host may adopt this instance's claims")
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +284,7 @@ func (m *Manager) watchOnce(ctx context.Context, c *Connector) error {
 	if fi, err := os.Stat(c.DropFolder); err != nil || !fi.IsDir() {
 		return fmt.Errorf("drop folder %s is missing", c.DropFolder)
 	}
-	cl, err := m.claimsFor(c.DropFolder)
+	cl, err := m.claimsFor(c)
 	if err != nil {
 		return err
 	}
@@ -300,7 +303,7 @@ func (m *Manager) Once(ctx context.Context, conns []*Connector) error {
 	}
 	var firstErr error
 	for _, c := range conns {
-		cl, err := m.claimsFor(c.DropFolder)
+		cl, err := m.claimsFor(c)
 		if err != nil {
 			c.Log.Error().Err(err).Msg("cannot claim in drop folder")
 			if firstErr == nil {

@@ -38,9 +38,16 @@ const (
 // Connector is one drop folder's immutable processing setup. A configuration reload
 // builds new Connectors; jobs in flight finish with the one they started with.
 type Connector struct {
-	Name         string
-	DropFolder   string
-	Settle       time.Duration
+	Name       string
+	DropFolder string
+	Settle     time.Duration
+	// Watch is auto, events or poll (see ChooseMode); "" means auto.
+	Watch string
+	// PollInterval is how often a polled drop folder is listed (0: 1s).
+	PollInterval time.Duration
+	// ClaimLease is how long a lease another host no longer renews protects its claims
+	// on a share (0: 2m); this instance renews its own every ClaimLease/3.
+	ClaimLease   time.Duration
 	KeepImported bool
 	Importer     *importer.Importer
 	Bouncer      Bouncer // nil: no DSNs

@@ -83,7 +83,7 @@ func TestClaimRaceOneWinner(t *testing.T) {
 	}
 	var cls []*claims
 	for i := 0; i < instances; i++ {
-		cl, err := openClaims(drop, fmt.Sprintf("inst%d", i))
+		cl, err := testClaims(t, drop, fmt.Sprintf("inst%d", i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestClaimRaceOneWinner(t *testing.T) {
 
 func TestClaimNeverReplaces(t *testing.T) {
 	drop := t.TempDir()
-	cl, err := openClaims(drop, "me")
+	cl, err := testClaims(t, drop, "me")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,12 +146,12 @@ func TestClaimNeverReplaces(t *testing.T) {
 
 func TestAdoptDeadInstanceOnly(t *testing.T) {
 	drop := t.TempDir()
-	alive, err := openClaims(drop, "alive")
+	alive, err := testClaims(t, drop, "alive")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer alive.close()
-	dead, err := openClaims(drop, "dead")
+	dead, err := testClaims(t, drop, "dead")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestAdoptDeadInstanceOnly(t *testing.T) {
 	os.WriteFile(filepath.Join(dead.dir, "d"), []byte("d"), 0o640)
 	dead.close() // the process died: its lock is gone
 
-	me, err := openClaims(drop, "me")
+	me, err := testClaims(t, drop, "me")
 	if err != nil {
 		t.Fatal(err)
 	}
