@@ -42,6 +42,10 @@ type WatchHealth struct {
 	Running    bool      `json:"running"`
 	Since      time.Time `json:"since"`
 	LastError  string    `json:"last_error,omitempty"`
+	// Watch is how new files are found (events or poll) and WatchReason why (the file
+	// system type): set once the watcher has looked at the folder.
+	Watch       string `json:"watch,omitempty"`
+	WatchReason string `json:"watch_reason,omitempty"`
 }
 
 // Health returns the state of every connector's watcher.
@@ -62,12 +66,28 @@ func (m *Manager) setHealth(c *Connector, running bool, err error) {
 		m.health = map[string]WatchHealth{}
 	}
 	h := WatchHealth{Connector: c.Name, DropFolder: c.DropFolder, Running: running, Since: time.Now()}
-	if prev, ok := m.health[c.Name]; ok && prev.Running == running {
-		h.Since = prev.Since
+	if prev, ok := m.health[c.Name]; ok {
+		if prev.Running == running {
+			h.Since = prev.Since
+		}
+		h.Watch, h.WatchReason = prev.Watch, prev.WatchReason
 	}
 	if err != nil {
 		h.LastError = err.Error()
 	}
+	m.health[c.Name] = h
+}
+
+// setMode records the watch mode chosen for c.
+func (m *Manager) setMode(c *Connector, mode ModeChoice) {
+	m.healthMu.Lock()
+	defer m.healthMu.Unlock()
+	if m.health == nil {
+		m.health = map[string]WatchHealth{}
+	}
+	h := m.health[c.Name]
+	h.Connector, h.DropFolder = c.Name, c.DropFolder
+	h.Watch, h.WatchReason = mode.Mode, mode.Reason
 	m.health[c.Name] = h
 }
 
@@ -148,6 +168,9 @@ func (m *Manager) work(wg *sync.WaitGroup) {
 func (m *Manager) runJob(j *job) {
 	out := m.doJob(j)
 	m.counts.add(out)
+	if j.done != nil {
+		j.done()
+	}
 	if j.wg != nil {
 		j.wg.Done()
 	}
@@ -292,11 +315,13 @@ func (m *Manager) watchOnce(ctx context.Context, c *Connector) error {
 }
 
 // Once imports every file now present in each connector's drop folder (and claims left
-// by dead instances), waits for all of them, and returns. Files written less than the
-// settle time ago are skipped. Files that met a transient error stay claimed; the next
-// run or the daemon recovers them.
+// by dead instances), waits for all of them, and returns. A file written less than the
+// settle time ago is watched until it has been unchanged for settle, then taken; one
+// still being written after OnceWait is left in place, logged and counted as Waiting.
+// Files that met a transient error stay claimed; the next run or the daemon recovers
+// them.
 func (m *Manager) Once(ctx context.Context, conns []*Connector) error {
-	var wg, pool sync.WaitGroup
+	var wg, pool, settling sync.WaitGroup
 	for i := 0; i < m.workers; i++ {
 		pool.Add(1)
 		go m.work(&pool)
@@ -320,13 +345,24 @@ func (m *Manager) Once(ctx context.Context, conns []*Connector) error {
 			m.jobs <- &job{conn: c, cl: cl, path: p, claimed: true, recovered: true, wg: &wg}
 		}
 		dir := c.watchDir()
-		if err := m.scan(ctx, c, cl, dir, c.isMaildir(dir), nil, &wg); err != nil {
+		fs := newFolderState(ChooseMode(dir, c.Watch), cl)
+		var young []string
+		addYoung := func(name string) bool { young = append(young, name); return true }
+		if err := m.scan(ctx, c, cl, dir, c.isMaildir(dir), addYoung, &wg, fs); err != nil {
 			c.Log.Error().Err(err).Msg("scan failed")
 			if firstErr == nil {
 				firstErr = err
 			}
 		}
+		if len(young) > 0 {
+			settling.Add(1)
+			go func() {
+				defer settling.Done()
+				m.settleOnce(ctx, c, cl, dir, young, &wg, fs)
+			}()
+		}
 	}
+	settling.Wait()
 	wg.Wait()
 	close(m.quit)
 	pool.Wait()

@@ -42,11 +42,15 @@ type job struct {
 	recovered bool
 	attempt   int
 	wg        *sync.WaitGroup // run --once: done when the job ends
+	done      func()          // when not nil, called when the job ends (inflight)
 }
 
 // Counts are the outcomes of processed files.
 type Counts struct {
 	Imported, Quarantined, Retry, Skipped atomic.Int64
+	// Waiting counts the files run --once left because they were still being written
+	// when it gave up (still changing, or open by a local writer).
+	Waiting atomic.Int64
 }
 
 func (c *Counts) add(o Outcome) {
@@ -122,6 +126,11 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	if err != nil {
 		return err
 	}
+	mode := ChooseMode(dir, c.Watch)
+	fs := newFolderState(mode, cl)
+	m.setMode(c, mode)
+	c.Log.Info().Str("drop_folder", dir).Str("watch", mode.Mode).Str("file_system", mode.FSType).
+		Str("reason", mode.Reason).Msg("watching drop folder")
 	m.setHealth(c, true, nil)
 	m.adopt(ctx, c, cl)
 
@@ -145,7 +154,15 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 				return
 			case <-scanReq:
 			}
-			if err := m.scan(scanCtx, c, cl, dir, maildir, young, nil); err != nil {
+			sendYoung := func(name string) bool {
+				select {
+				case young <- name:
+					return true
+				case <-scanCtx.Done():
+					return false
+				}
+			}
+			if err := m.scan(scanCtx, c, cl, dir, maildir, sendYoung, nil, fs); err != nil {
 				scanErr <- err
 				return
 			}
@@ -162,6 +179,19 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	defer settleTick.Stop()
 	rescan := time.NewTicker(RescanEvery)
 	defer rescan.Stop()
+	// A share is listed every poll_interval (other hosts' writes raise no event), and
+	// dead hosts' claims are looked for every claim_lease/3.
+	var pollTick, leaseTick <-chan time.Time
+	if mode.Mode == WatchPoll {
+		t := time.NewTicker(c.pollInterval())
+		defer t.Stop()
+		pollTick = t.C
+	}
+	if cl.shared {
+		t := time.NewTicker(cl.ttl / 3)
+		defer t.Stop()
+		leaseTick = t.C
+	}
 	// inotify reports a removed folder only once nothing refers to it any more; a
 	// cheap stat every second notices a folder removed or replaced in any case.
 	alive := time.NewTicker(time.Second)
@@ -182,7 +212,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 				return
 			case path := <-ready:
 				select {
-				case m.jobs <- &job{conn: c, cl: cl, path: path}:
+				case m.jobs <- &job{conn: c, cl: cl, path: path, done: func() { fs.in.done(path) }}:
 				case <-feedCtx.Done():
 					return
 				}
@@ -190,9 +220,13 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 		}
 	}()
 	offer := func(path string) {
+		if !fs.in.add(path) {
+			return // offered already, its job has not ended
+		}
 		select {
 		case ready <- path:
 		default:
+			fs.in.done(path)
 			requestScan()
 		}
 	}
@@ -273,16 +307,12 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			now := time.Now()
 			for name, p := range pending {
 				path := filepath.Join(dir, name)
-				fi, err := os.Lstat(path)
+				fi, err := fs.stat(path)
 				if err != nil {
 					delete(pending, name)
 					continue
 				}
-				if fi.Size() != p.size || !fi.ModTime().Equal(p.mtime) {
-					p.size, p.mtime, p.changed = fi.Size(), fi.ModTime(), now
-					continue
-				}
-				if now.Sub(p.changed) < c.Settle {
+				if !p.settled(fi, now, c.Settle, fs) {
 					continue
 				}
 				if free, ok := noWriter(path); ok && !free {
@@ -293,7 +323,12 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			}
 		case <-rescan.C:
 			m.adopt(ctx, c, cl)
+			fs.measureClock()
 			requestScan()
+		case <-pollTick:
+			requestScan()
+		case <-leaseTick:
+			m.adopt(ctx, c, cl)
 		case <-alive.C:
 			if fi, err := os.Stat(dir); err != nil || !os.SameFile(fi, dirInfo) {
 				return fmt.Errorf("drop folder %s went away", dir)
@@ -331,9 +366,10 @@ func (m *Manager) adopt(ctx context.Context, c *Connector, cl *claims) {
 
 // scan offers every complete file in dir, streaming: entries are read in batches, so
 // work starts at once however many files wait. Files written less than the settle time
-// ago go to young (the watch loop settles them); with young nil (run --once) they are
-// counted as skipped. wg, when not nil, tracks the offered jobs.
-func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string, maildir bool, young chan<- string, wg *sync.WaitGroup) error {
+// ago go to young (the watch loop or Once settles them; young returns false when the
+// scan must stop). A file already offered and not yet done (fs.in) is not offered again.
+// wg, when not nil, tracks the offered jobs.
+func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string, maildir bool, young func(name string) bool, wg *sync.WaitGroup, fs *folderState) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("scan %s: %w", dir, err)
@@ -347,31 +383,38 @@ func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string
 				continue
 			}
 			path := filepath.Join(dir, name)
+			if fs.in.has(path) {
+				continue
+			}
 			if !maildir {
 				fi, err := e.Info()
 				if err != nil {
 					continue
 				}
-				fresh := time.Since(fi.ModTime()) < c.Settle
+				fresh := fs.age(fi.ModTime()) < c.Settle
+				if !fresh && fs.shared {
+					// The listing's attributes may be cached; ask the server.
+					if fi, err = freshStat(path); err != nil {
+						continue
+					}
+					fresh = fs.age(fi.ModTime()) < c.Settle
+				}
 				if !fresh {
 					if free, ok := noWriter(path); ok && !free {
 						fresh = true
 					}
 				}
 				if fresh {
-					if young == nil {
-						m.counts.Skipped.Add(1)
-						continue
-					}
-					select {
-					case young <- name:
-					case <-ctx.Done():
+					if !young(name) {
 						return nil
 					}
 					continue
 				}
 			}
-			j := &job{conn: c, cl: cl, path: path, wg: wg}
+			if !fs.in.add(path) {
+				continue
+			}
+			j := &job{conn: c, cl: cl, path: path, wg: wg, done: func() { fs.in.done(path) }}
 			if wg != nil {
 				wg.Add(1)
 			}
@@ -381,6 +424,7 @@ func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string
 				if wg != nil {
 					wg.Done()
 				}
+				fs.in.done(path)
 				return nil
 			}
 		}

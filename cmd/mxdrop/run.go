@@ -229,8 +229,8 @@ func runOnce(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, stdout io.Writ
 		ob.ProcessDue(context.Background())
 	}
 	c := m.Counts()
-	line := fmt.Sprintf("imported %d, failed %d, skipped %d, retry %d",
-		c.Imported.Load(), c.Quarantined.Load(), c.Skipped.Load(), c.Retry.Load())
+	line := fmt.Sprintf("imported %d, failed %d, skipped %d, retry %d, waiting %d",
+		c.Imported.Load(), c.Quarantined.Load(), c.Skipped.Load(), c.Retry.Load(), c.Waiting.Load())
 	if len(a.pollers) > 0 {
 		var fetched, delivered, quarantined, errs int
 		for _, st := range pstats {
