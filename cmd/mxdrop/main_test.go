@@ -233,7 +233,7 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 }
 
 // dropLeft lists what is left in the drop folder besides ImportFailed/ and .mxdrop/,
-// and the files still in claims folders.
+// and the files still in claims folders (not their dot-files: .lock, .lease).
 func dropLeft(t *testing.T, drop string) (left, claimed []string) {
 	t.Helper()
 	entries, _ := os.ReadDir(drop)
@@ -243,7 +243,7 @@ func dropLeft(t *testing.T, drop string) (left, claimed []string) {
 		}
 	}
 	filepath.Walk(filepath.Join(drop, ".mxdrop", "claims"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && fi.Name() != ".lock" {
+		if err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(fi.Name(), ".") {
 			claimed = append(claimed, p)
 		}
 		return nil

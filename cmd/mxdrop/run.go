@@ -444,7 +444,14 @@ func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) 
 	if _, err := build(cfg, zerolog.Nop(), nil, nil, nil); err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	return configs.Describe(stdout, cfg)
+	if err := configs.Describe(stdout, cfg); err != nil {
+		return err
+	}
+	if len(cfg.Connectors) > 0 {
+		fmt.Fprintf(stdout, "\nWatching (on this host)\n")
+		describeWatch(stdout, cfg, "  ")
+	}
+	return nil
 }
 
 func cmdExportRecipients(configPath string, args []string, stdout, stderr io.Writer) error {

@@ -42,6 +42,8 @@ func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(stdout, "  %s (%s) %s\n", c.Name, state, c.DropFolder)
 		fmt.Fprintf(stdout, "    backlog         %d files, oldest %s\n", n, age)
+		ch := watcher.ChooseMode(existingFolder(watchFolder(c.DropFolder)), c.Watch)
+		fmt.Fprintf(stdout, "    watch           %s (%s)\n", ch.Mode, ch.Reason)
 		reasons := newestReasons(filepath.Join(c.DropFolder, importer.FailedFolder), *newest)
 		fmt.Fprintf(stdout, "    ImportFailed    %d messages\n", countQuarantined(c.DropFolder))
 		for _, r := range reasons {
