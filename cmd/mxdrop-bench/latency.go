@@ -210,6 +210,8 @@ func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float6
 // measureLatency starts a daemon, renames b.n messages into drop at rate per second,
 // and returns the median and 99th percentile from the rename to the copy's appearance
 // in new/.
+// drop is where the messages are written: the drop folder itself, or the backing
+// folder of a share the daemon sees through a mount.
 func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 time.Duration, err error) {
 	d, err := b.startDaemon(cfg)
 	if err != nil {

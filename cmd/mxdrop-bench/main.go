@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -48,6 +49,8 @@ func main() {
 	tools := flag.String("tools", "", "pollers mode: measure only these tools, comma-separated (dovecot,mxdrop,fetchmail,getmail6,mpop,mbsync; default all)")
 	wrap := flag.String("wrap-mxdrop", "", "pollers mode: run mxdrop under this command, e.g. 'perf record -g -o mxdrop.perf' (the peak RSS shown is then the wrapper's)")
 	firstCycle := flag.Bool("first-cycle", false, "pollers mode: measure mxdrop's first cycle with a new state instead of a poller that has run before")
+	share := flag.Bool("share", false, "latency mode: the drop folder is a bindfs (FUSE) mount written on its backing side, as by another host; reports rename-to-new/ latency and idle CPU")
+	idle := flag.Duration("idle", 20*time.Second, "latency -share: how long the idle daemon's CPU is measured")
 	flag.Parse()
 
 	if *dir == "" {
@@ -81,7 +84,11 @@ func main() {
 	case "once":
 		err = b.once()
 	case "latency":
-		err = b.latency(*rate, *backlog, *runs)
+		if *share {
+			err = b.shareLatency(*rate, *runs, *idle)
+		} else {
+			err = b.latency(*rate, *backlog, *runs)
+		}
 	case "pollers":
 		err = b.pollers(*runs)
 	case "lmtp":
