@@ -146,7 +146,7 @@ func (c *claims) claim(src string) (path string, ok bool, err error) {
 			return "", false, nil // another instance took it, or it went away
 		case errors.Is(err, os.ErrExist):
 			continue
-		case notYet(err):
+		case c.shared && notYet(err):
 			// An SMB server refuses (or holds back, waiting for an oplock break) the
 			// rename of a file another client still has open (MS-CIFS 3.3.5.10,
 			// STATUS_SHARING_VIOLATION; the Linux client maps it to EBUSY or EACCES):
@@ -185,7 +185,8 @@ func claimedAnyway(src, dst string) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
-// notYet reports a rename refused because another client has the file open.
+// notYet reports a rename on a share refused because another client has the file open.
+// On a local file system these errors are real and reported.
 func notYet(err error) bool {
 	return errors.Is(err, unix.EBUSY) || errors.Is(err, unix.ETXTBSY) || errors.Is(err, unix.EACCES)
 }
