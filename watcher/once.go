@@ -44,30 +44,21 @@ func (m *Manager) settleOnce(ctx context.Context, c *Connector, cl *claims, dir 
 			}
 			return
 		case now := <-t.C:
-			for name, p := range pending {
-				path := filepath.Join(dir, name)
-				fi, err := fs.stat(path)
-				if err != nil {
-					delete(pending, name) // taken by another instance, or removed
-					continue
-				}
-				if !p.settled(fi, now, c.Settle, fs) {
-					continue
-				}
-				if free, ok := noWriter(path); ok && !free {
-					continue
-				}
-				delete(pending, name)
+			ok := takeSettled(dir, pending, now, c.Settle, fs, func(path string) bool {
 				if !fs.in.add(path) {
-					continue
+					return true
 				}
 				wg.Add(1)
 				select {
 				case m.jobs <- &job{conn: c, cl: cl, path: path, wg: wg, done: func() { fs.in.done(path) }}:
+					return true
 				case <-ctx.Done():
 					wg.Done()
-					return
+					return false
 				}
+			})
+			if !ok {
+				return
 			}
 		}
 	}

@@ -165,6 +165,32 @@ func (p *pendingFile) settled(fi os.FileInfo, now time.Time, settle time.Duratio
 	return now.Sub(p.changed) >= settle || fs.age(fi.ModTime()) >= settle
 }
 
+// takeSettled looks at every pending file of dir and hands to take those that have
+// been left alone for settle and that no local process has open for writing; files
+// gone (claimed elsewhere, removed) are forgotten. It stops early, returning false,
+// when take does.
+func takeSettled(dir string, pending map[string]*pendingFile, now time.Time, settle time.Duration, fs *folderState, take func(path string) bool) bool {
+	for name, p := range pending {
+		path := filepath.Join(dir, name)
+		fi, err := fs.stat(path)
+		if err != nil {
+			delete(pending, name)
+			continue
+		}
+		if !p.settled(fi, now, settle, fs) {
+			continue
+		}
+		if free, ok := noWriter(path); ok && !free {
+			continue
+		}
+		delete(pending, name)
+		if !take(path) {
+			return false
+		}
+	}
+	return true
+}
+
 // pollInterval is PollInterval, 1s when unset.
 func (c *Connector) pollInterval() time.Duration {
 	if c.PollInterval > 0 {

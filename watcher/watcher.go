@@ -303,24 +303,8 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			if _, ok := pending[name]; !ok {
 				pending[name] = &pendingFile{changed: time.Now()}
 			}
-		case <-settleTick.C:
-			now := time.Now()
-			for name, p := range pending {
-				path := filepath.Join(dir, name)
-				fi, err := fs.stat(path)
-				if err != nil {
-					delete(pending, name)
-					continue
-				}
-				if !p.settled(fi, now, c.Settle, fs) {
-					continue
-				}
-				if free, ok := noWriter(path); ok && !free {
-					continue
-				}
-				delete(pending, name)
-				offer(path)
-			}
+		case now := <-settleTick.C:
+			takeSettled(dir, pending, now, c.Settle, fs, func(path string) bool { offer(path); return true })
 		case <-rescan.C:
 			m.adopt(ctx, c, cl)
 			fs.measureClock()
@@ -332,6 +316,9 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 		case <-alive.C:
 			if fi, err := os.Stat(dir); err != nil || !os.SameFile(fi, dirInfo) {
 				return fmt.Errorf("drop folder %s went away", dir)
+			}
+			if pollTick != nil && !maildir && c.watchDir() != dir {
+				return errBecameMaildir // another host made new/: no event told
 			}
 			if err := checkWritable(dir); err != nil {
 				return err
