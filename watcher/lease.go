@@ -49,6 +49,7 @@ const leaseFile = ".lease"
 type leaseOwner struct {
 	host  string
 	boot  string
+	pidNS string // the pid namespace (containers on one kernel share the boot id)
 	pid   int
 	start uint64 // process start time in clock ticks since boot (/proc/<pid>/stat field 22)
 }
@@ -63,7 +64,8 @@ func self() leaseOwner {
 	selfOnce.Do(func() {
 		h, _ := os.Hostname()
 		b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-		selfOwner = leaseOwner{host: h, boot: strings.TrimSpace(string(b)), pid: os.Getpid()}
+		ns, _ := os.Readlink("/proc/self/ns/pid")
+		selfOwner = leaseOwner{host: h, boot: strings.TrimSpace(string(b)), pidNS: ns, pid: os.Getpid()}
 		selfOwner.start, _ = procStart(selfOwner.pid)
 	})
 	return selfOwner
@@ -101,8 +103,8 @@ type lease struct {
 func (l *lease) renew(every time.Duration) error {
 	l.seq++
 	o := l.owner
-	body := fmt.Sprintf("mxdrop-lease 1\nhost %s\nboot %s\npid %d\nstart %d\nseq %d\nrenew_every %s\nrenewed %s\n",
-		o.host, o.boot, o.pid, o.start, l.seq, every, time.Now().UTC().Format(time.RFC3339Nano))
+	body := fmt.Sprintf("mxdrop-lease 1\nhost %s\nboot %s\npidns %s\npid %d\nstart %d\nseq %d\nrenew_every %s\nrenewed %s\n",
+		o.host, o.boot, o.pidNS, o.pid, o.start, l.seq, every, time.Now().UTC().Format(time.RFC3339Nano))
 	tmp := filepath.Join(l.dir, leaseFile+".tmp")
 	if err := os.WriteFile(tmp, []byte(body), 0o640); err != nil {
 		return fmt.Errorf("write lease: %w", err)
@@ -151,6 +153,8 @@ func parseOwner(content string) (o leaseOwner, ok bool) {
 			o.host = v
 		case "boot":
 			o.boot = v
+		case "pidns":
+			o.pidNS = v
 		case "pid":
 			o.pid, _ = strconv.Atoi(v)
 		case "start":
@@ -189,8 +193,10 @@ func (o *leaseObserver) dead(dir string, shared bool, ttl time.Duration) (bool, 
 	if content == leaseReleased {
 		return true, "its instance stopped and released it"
 	}
-	if owner, ok := parseOwner(content); ok && owner.boot == o.me.boot {
-		// Written on this kernel: the process itself says whether it lives.
+	if owner, ok := parseOwner(content); ok && owner.boot == o.me.boot && owner.pidNS == o.me.pidNS {
+		// Written on this kernel, in this pid namespace: the process itself says
+		// whether it lives. (A container on the same kernel has the same boot id
+		// but its own pids; its lease is judged by expiry like another host's.)
 		start, err := procStart(owner.pid)
 		if err == nil && start == owner.start {
 			return false, "owner process " + strconv.Itoa(owner.pid) + " is running on this host"

@@ -110,11 +110,20 @@ func TestLeaseSameKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A process of this boot that has ended (its pid, a start time it never had).
-	d := &lease{dir: gone, owner: leaseOwner{host: self().host, boot: self().boot, pid: cmd.Process.Pid, start: 1}}
+	d := &lease{dir: gone, owner: leaseOwner{host: self().host, boot: self().boot, pidNS: self().pidNS, pid: cmd.Process.Pid, start: 1}}
 	if err := d.renew(time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The same pid in another pid namespace (a container on this kernel) proves
+	// nothing: on a share its lease must expire first.
+	other := &lease{dir: t.TempDir(), owner: leaseOwner{host: "container", boot: self().boot, pidNS: "pid:[1]", pid: cmd.Process.Pid, start: 1}}
+	if err := other.renew(time.Second); err != nil {
+		t.Fatal(err)
+	}
 	o := newLeaseObserver()
+	if dead, why := o.dead(other.dir, true, time.Hour); dead {
+		t.Errorf("another pid namespace's lease judged by a pid of this one: %s", why)
+	}
 	for _, shared := range []bool{false, true} {
 		if dead, why := o.dead(live, shared, time.Hour); dead {
 			t.Errorf("shared=%v: this live process judged dead: %s", shared, why)
