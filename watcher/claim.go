@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +38,8 @@ type claims struct {
 	obs    *leaseObserver
 	stop   chan struct{} // closed by close: the lease stops being renewed
 	done   chan struct{} // closed when the lease renewer has ended
+	// renewed is when the lease was last renewed (this host's clock, UnixNano).
+	renewed atomic.Int64
 }
 
 // DefaultClaimLease is claim_lease when a Connector leaves it 0.
@@ -68,7 +71,11 @@ func openClaimsAs(drop, id string, ttl time.Duration, warn func(error), owner le
 	}
 	cl := &claims{dir: dir, lock: f, ttl: ttl, obs: newLeaseObserver(), stop: make(chan struct{}), done: make(chan struct{})}
 	cl.shared = ChooseMode(drop, WatchAuto).Shared
-	go func() { defer close(cl.done); runLease(dir, ttl, owner, cl.stop, warn) }()
+	cl.renewed.Store(time.Now().UnixNano())
+	go func() {
+		defer close(cl.done)
+		runLease(dir, ttl, owner, cl.stop, warn, func(t time.Time) { cl.renewed.Store(t.UnixNano()) })
+	}()
 	return cl, nil
 }
 
@@ -119,6 +126,12 @@ func (c *claims) release() {
 // instances racing for one file wins; the losers get ok false. The claim never replaces
 // a file already claimed: a file of the same name gets a "~N" suffix.
 func (c *claims) claim(src string) (path string, ok bool, err error) {
+	if c.shared && c.ttl > 0 && time.Since(time.Unix(0, c.renewed.Load())) > c.ttl/2 {
+		// The lease has not been renewed for half its time (the share is away or
+		// this host was paused): another host may soon adopt what is claimed here, so
+		// nothing more is claimed until the lease is fresh again.
+		return "", false, errLeaseStale
+	}
 	base := filepath.Base(src)
 	for i := 0; i < 1000; i++ {
 		name := base
@@ -175,6 +188,9 @@ func renameNoReplace(src, dst string) error {
 	}
 	return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
 }
+
+// errLeaseStale refuses a claim while this instance's lease is not being renewed.
+var errLeaseStale = errors.New("claim lease not renewed for half of claim_lease: not claiming until it is")
 
 // claimedAnyway reports whether a failed rename of src to dst did happen.
 func claimedAnyway(src, dst string) bool {

@@ -227,12 +227,15 @@ func (o *leaseObserver) dead(dir string, shared bool, ttl time.Duration) (bool, 
 func (o *leaseObserver) forget(dir string) { delete(o.seen, dir) }
 
 // runLease writes the lease of claims folder dir and renews it every ttl/3 until stop
-// is closed; failed renewals go to warn (a share that is away for a moment).
-func runLease(dir string, ttl time.Duration, owner leaseOwner, stop <-chan struct{}, warn func(error)) {
+// is closed; failed renewals go to warn (a share that is away for a moment), and
+// renewed gets the time of each one that succeeded.
+func runLease(dir string, ttl time.Duration, owner leaseOwner, stop <-chan struct{}, warn func(error), renewed func(time.Time)) {
 	every := ttl / 3
 	l := &lease{dir: dir, owner: owner}
 	if err := l.renew(every); err != nil {
 		warn(err)
+	} else {
+		renewed(time.Now())
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -243,6 +246,8 @@ func runLease(dir string, ttl time.Duration, owner leaseOwner, stop <-chan struc
 		case <-t.C:
 			if err := l.renew(every); err != nil {
 				warn(err)
+			} else {
+				renewed(time.Now())
 			}
 		}
 	}

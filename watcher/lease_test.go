@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,7 +141,7 @@ func TestRunLeaseRenews(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runLease(dir, 60*time.Millisecond, self(), stop, func(err error) { t.Error(err) })
+		runLease(dir, 60*time.Millisecond, self(), stop, func(err error) { t.Error(err) }, func(time.Time) {})
 	}()
 	first := waitLease(t, dir, "")
 	waitLease(t, dir, first)
@@ -230,5 +231,27 @@ func TestAdoptAcrossHosts(t *testing.T) {
 	}
 	if more, _ := b.adopt(); len(more) != 0 {
 		t.Errorf("adopted again: %v", more)
+	}
+}
+
+// TestClaimFencedByStaleLease: a host whose lease has not been renewed for half of
+// claim_lease (share away, host paused) claims nothing: another host may be about to
+// adopt its claims folder.
+func TestClaimFencedByStaleLease(t *testing.T) {
+	share := sharetest.New(t)
+	mnt := share.Mount()
+	cl, err := testClaims(t, mnt, "me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.close()
+	os.WriteFile(filepath.Join(share.Backing, "m1"), []byte("x"), 0o640)
+	cl.renewed.Store(time.Now().Add(-cl.ttl).UnixNano())
+	if _, ok, err := cl.claim(filepath.Join(mnt, "m1")); ok || !errors.Is(err, errLeaseStale) {
+		t.Fatalf("claimed with a stale lease: ok=%v err=%v", ok, err)
+	}
+	cl.renewed.Store(time.Now().UnixNano())
+	if _, ok, err := cl.claim(filepath.Join(mnt, "m1")); !ok || err != nil {
+		t.Fatalf("no claim with a fresh lease: ok=%v err=%v", ok, err)
 	}
 }
