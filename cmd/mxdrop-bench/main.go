@@ -85,7 +85,7 @@ func main() {
 		err = b.once()
 	case "latency":
 		if *share {
-			err = b.shareLatency(*rate, *runs, *idle)
+			err = b.shareLatency(*rate, *backlog, *runs, *idle)
 		} else {
 			err = b.latency(*rate, *backlog, *runs)
 		}

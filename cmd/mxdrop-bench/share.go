@@ -17,7 +17,7 @@ import (
 // the benchmark writes into directly, as the MTA on another host writes into an NFS or
 // SMB export; no inotify event reaches mxdrop. It reports the latency from the other
 // side's rename to the copy in new/, and the CPU the daemon spends on an idle share.
-func (b *bench) shareLatency(rate, runs int, idle time.Duration) error {
+func (b *bench) shareLatency(rate, backlog, runs int, idle time.Duration) error {
 	backing := filepath.Join(b.dir, "share")
 	mnt := filepath.Join(b.dir, "mnt")
 	maildir := filepath.Join(b.dir, "mail")
@@ -47,6 +47,15 @@ func (b *bench) shareLatency(rate, runs int, idle time.Duration) error {
 		p50s, p99s = append(p50s, p50), append(p99s, p99)
 	}
 	fmt.Printf("share latency at %d msg/s, median of %d runs: median %v, p99 %v\n", rate, len(p99s), medianDur(p50s), medianDur(p99s))
+
+	// A backlog found on the share at start-up: work starts at once, memory stays flat.
+	for _, n := range []int{backlog / 10, backlog} {
+		rate, rss, err := b.backlogDaemon(cfg, backing, maildir, n)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("share backlog %6d through the daemon: %.0f msg/s, peak RSS %.1f MiB\n", n, rate, rss)
+	}
 
 	d, err := b.startDaemon(cfg)
 	if err != nil {
