@@ -26,6 +26,11 @@ func seedMessages(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// Long folds: one field over many continuation lines, and one just over
+	// MaxHeaderSize. Their reading must stay linear in their size.
+	f.Add(foldedHeader(64 << 10))
+	f.Add(append([]byte("X-Long: a\r\n"), bytes.Repeat([]byte("\t b \r\n \r\n"), 4096)...))
+	f.Add(foldedHeader(MaxHeaderSize + 1))
 }
 
 func FuzzReadHeader(f *testing.F) {
@@ -43,6 +48,11 @@ func FuzzReadHeader(f *testing.F) {
 				continue
 			}
 			checkHeaderInvariants(t, data, h, rest)
+			for _, fl := range h.Fields {
+				if fl.Value != unfold(fl.Raw) {
+					t.Fatalf("field %s: value %q, unfolded raw %q", fl.Name, fl.Value, unfold(fl.Raw))
+				}
+			}
 		}
 	})
 }

@@ -82,6 +82,15 @@ func (e *InputError) Error() string { return e.Text }
 func ReadHeader(r *bufio.Reader) (*Header, error) {
 	h := &Header{}
 	var cur *Field
+	// val collects the unfolded value of cur; it becomes cur.Value when the field
+	// ends. Growing a string per continuation line instead cost time quadratic in the
+	// length of a folded field.
+	var val []byte
+	endField := func() {
+		if cur != nil {
+			cur.Value = string(val)
+		}
+	}
 	first := true
 	for {
 		if len(h.Fields) > 0 {
@@ -132,12 +141,12 @@ func ReadHeader(r *bufio.Reader) (*Header, error) {
 		}
 		if (line[0] == ' ' || line[0] == '\t') && cur != nil {
 			cur.Raw = append(cur.Raw, line...)
-			if v := strings.TrimSpace(string(trimmed)); v == "" {
+			if v := bytes.TrimSpace(trimmed); len(v) == 0 {
 				// White space only: nothing to add.
-			} else if cur.Value == "" {
-				cur.Value = v
+			} else if len(val) == 0 {
+				val = append(val, v...)
 			} else {
-				cur.Value += " " + v
+				val = append(append(val, ' '), v...)
 			}
 			h.Size += int64(len(line))
 			continue
@@ -147,14 +156,17 @@ func ReadHeader(r *bufio.Reader) (*Header, error) {
 			// Before the first field; later lines are checked by bodyAhead.
 			return nil, ErrNoHeader
 		}
-		h.Fields = append(h.Fields, Field{Name: name, Value: value, Raw: line})
+		endField()
+		h.Fields = append(h.Fields, Field{Name: name, Raw: line})
 		cur = &h.Fields[len(h.Fields)-1]
+		val = append(val[:0], value...)
 		h.Size += int64(len(line))
 		first = false
 		if err == io.EOF {
 			break
 		}
 	}
+	endField()
 	if len(h.Fields) == 0 {
 		return nil, ErrNoHeader
 	}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -324,5 +326,73 @@ func TestHeaderGet(t *testing.T) {
 	}
 	if _, ok := h.Get("cc"); ok {
 		t.Error("Get(cc) found a field that does not exist")
+	}
+}
+
+// foldedHeader is one field folded over continuation lines, "X-Long: a" then " b"
+// lines, about size bytes, then a blank line and a body.
+func foldedHeader(size int) []byte {
+	var b bytes.Buffer
+	b.WriteString("X-Long: a\n")
+	for b.Len() < size {
+		b.WriteString(" b\n")
+	}
+	b.WriteString("Subject: after\n\nbody\n")
+	return b.Bytes()
+}
+
+// unfold is the value of a field as ReadHeader should give it, worked out from its raw
+// bytes independently: each line's white space trimmed, the non-empty ones joined with
+// one space.
+func unfold(raw []byte) string {
+	_, rest, _ := bytes.Cut(raw, []byte(":"))
+	var parts []string
+	for _, l := range strings.Split(string(rest), "\n") {
+		if v := strings.TrimSpace(l); v != "" {
+			parts = append(parts, v)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestReadHeaderLongFoldLinear reads a field folded over some 20,000 lines. The work
+// must grow with the header's size, not its square: growing the value string per
+// continuation line allocated about 450 MB for this 64 KiB header. The bound is on
+// bytes allocated, which does not depend on the machine's speed.
+func TestReadHeaderLongFoldLinear(t *testing.T) {
+	in := foldedHeader(64 << 10)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	h, err := ReadHeader(bufio.NewReaderSize(bytes.NewReader(in), 64<<10))
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(32*len(in)) {
+		t.Errorf("reading a %d-byte header allocated %d bytes, more than 32 times its size", len(in), alloc)
+	}
+	if len(h.Fields) != 2 || h.Fields[1].Name != "subject" {
+		t.Fatalf("fields %d, want X-Long and Subject", len(h.Fields))
+	}
+	if got, want := h.Fields[0].Value, unfold(h.Fields[0].Raw); got != want {
+		t.Errorf("X-Long value of %d bytes, want %d", len(got), len(want))
+	}
+	checkHeaderInvariants(t, in, h, in[h.Size:])
+}
+
+// BenchmarkReadHeaderFolded reads one field folded over ever more lines, and a folded
+// header just over MaxHeaderSize that is rejected. ns/byte should stay about the same
+// from size to size: reading is linear in the header's size.
+func BenchmarkReadHeaderFolded(b *testing.B) {
+	for _, size := range []int{64 << 10, 256 << 10, 1 << 20, MaxHeaderSize + 1<<10} {
+		in := foldedHeader(size)
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				ReadHeader(bufio.NewReaderSize(bytes.NewReader(in), 64<<10))
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(in)), "ns/byte")
+		})
 	}
 }
