@@ -8,9 +8,12 @@ import (
 	"github.com/mxdrop/mxdrop/importer"
 )
 
-// Limiter is a sliding-window rate limit of DSNs per sender: at most limit DSNs to
-// one sender within any window. It is safe for concurrent use. Its memory holds one
-// timestamp per DSN counted within the window.
+// Limiter is a sliding-window rate limit of DSNs: at most limit DSNs to one sender
+// within any window, at most DomainFactor*limit to one sender domain and at most
+// GlobalFactor*limit in all. A sender is counted by its normalised address without
+// its +tag, so "v+a@x" and "v+b@x" share one count: a forged sender cannot escape the
+// limit by varying its tag, nor a forged domain by varying its local parts. It is safe
+// for concurrent use. Its memory holds one timestamp per DSN and key within the window.
 //
 // The Limiter itself lives in memory. The Bouncer seeds it at start-up from the
 // outbox, whose queued, sent and failed records carry sender and time, so the limit
@@ -29,11 +32,41 @@ func NewLimiter(limit int, window time.Duration) *Limiter {
 	return &Limiter{limit: limit, window: window, hits: map[string][]time.Time{}}
 }
 
-func limiterKey(sender string) string {
-	if n, ok := importer.NormalizeAddress(sender); ok {
-		return n
+// The per-domain and global caps, as multiples of the per-sender limit.
+const (
+	DomainFactor = 10
+	GlobalFactor = 100
+)
+
+// globalKey counts every DSN; domain keys start with "@", which no sender key does.
+const globalKey = "*"
+
+// limiterKeys returns the keys a DSN to sender counts under, with their limits: the
+// sender without its +tag, its domain, and the global key.
+func (l *Limiter) limiterKeys(sender string) [3]string {
+	n, ok := importer.NormalizeAddress(sender)
+	if !ok {
+		n = strings.ToLower(strings.TrimSpace(sender))
 	}
-	return strings.ToLower(strings.TrimSpace(sender))
+	local, domain := n, ""
+	if at := strings.LastIndexByte(n, '@'); at >= 0 {
+		local, domain = n[:at], n[at+1:]
+	}
+	// QUIRK: the +tag convention is not an RFC; a quoted local part keeps its "+".
+	if i := strings.IndexByte(local, '+'); i > 0 && !strings.HasPrefix(local, `"`) {
+		local = local[:i]
+	}
+	return [3]string{local + "@" + domain, "@" + domain, globalKey}
+}
+
+func (l *Limiter) limitOf(i int) int {
+	switch i {
+	case 0:
+		return l.limit
+	case 1:
+		return l.limit * DomainFactor
+	}
+	return l.limit * GlobalFactor
 }
 
 // Allow reports whether sender may get another DSN at now and, if so, counts it.
@@ -41,19 +74,27 @@ func (l *Limiter) Allow(sender string, now time.Time) bool {
 	if l.limit <= 0 || l.window <= 0 {
 		return true
 	}
-	k := limiterKey(sender)
+	keys := l.limiterKeys(sender)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls++
 	if l.calls%1024 == 0 {
 		l.sweep(now)
 	}
-	recent := l.prune(l.hits[k], now)
-	if len(recent) >= l.limit {
+	allow := true
+	for i, k := range keys {
+		recent := l.prune(l.hits[k], now)
 		l.hits[k] = recent
+		if len(recent) >= l.limitOf(i) {
+			allow = false
+		}
+	}
+	if !allow {
 		return false
 	}
-	l.hits[k] = append(recent, now)
+	for _, k := range keys {
+		l.hits[k] = append(l.hits[k], now)
+	}
 	return true
 }
 
@@ -63,22 +104,24 @@ func (l *Limiter) Record(sender string, t time.Time) {
 	if l.limit <= 0 || l.window <= 0 {
 		return
 	}
-	k := limiterKey(sender)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.hits[k] = append(l.hits[k], t)
+	for _, k := range l.limiterKeys(sender) {
+		l.hits[k] = append(l.hits[k], t)
+	}
 }
 
 // Forget takes back one DSN counted at t, when it was not queued after all.
 func (l *Limiter) Forget(sender string, t time.Time) {
-	k := limiterKey(sender)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	h := l.hits[k]
-	for i := len(h) - 1; i >= 0; i-- {
-		if h[i].Equal(t) {
-			l.hits[k] = append(h[:i:i], h[i+1:]...)
-			return
+	for _, k := range l.limiterKeys(sender) {
+		h := l.hits[k]
+		for i := len(h) - 1; i >= 0; i-- {
+			if h[i].Equal(t) {
+				l.hits[k] = append(h[:i:i], h[i+1:]...)
+				break
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package bounce
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -112,7 +113,48 @@ func TestLimiter(t *testing.T) {
 	for i := 0; i < 1024; i++ {
 		l.Allow("late@x.example", t0.Add(time.Hour))
 	}
-	if n := len(l.hits); n > 2 {
-		t.Errorf("%d senders kept after the window passed", n)
+	// One sender, its domain and the global count.
+	if n := len(l.hits); n > 3 {
+		t.Errorf("%d keys kept after the window passed", n)
+	}
+}
+
+// TestLimiterTagsAndCaps: +tag variants of a sender share its count, and the
+// per-domain and global caps stop a flood of distinct forged senders.
+func TestLimiterTagsAndCaps(t *testing.T) {
+	l := NewLimiter(2, time.Hour)
+	allowed := 0
+	for i := 0; i < 20; i++ {
+		if l.Allow("v20+"+strconv.Itoa(i)+"@x.example", t0) {
+			allowed++
+		}
+	}
+	if allowed != 2 {
+		t.Errorf("+tag variants of one sender got %d DSNs, want 2", allowed)
+	}
+	if !l.Allow(`"v20+q"@x.example`, t0) {
+		t.Error("a quoted local part with + was counted as a +tag of another sender")
+	}
+
+	l = NewLimiter(2, time.Hour)
+	allowed = 0
+	for i := 0; i < 100; i++ {
+		if l.Allow("s"+strconv.Itoa(i)+"@flood.example", t0) {
+			allowed++
+		}
+	}
+	if want := 2 * DomainFactor; allowed != want {
+		t.Errorf("distinct senders of one domain got %d DSNs, want the domain cap %d", allowed, want)
+	}
+
+	l = NewLimiter(1, time.Hour)
+	allowed = 0
+	for i := 0; i < 1000; i++ {
+		if l.Allow("s@d"+strconv.Itoa(i)+".example", t0) {
+			allowed++
+		}
+	}
+	if want := GlobalFactor; allowed != want {
+		t.Errorf("distinct domains got %d DSNs, want the global cap %d", allowed, want)
 	}
 }
