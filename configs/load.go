@@ -28,9 +28,9 @@ const DefaultName = "default.yaml (embedded)"
 // wrapping the os error; an invalid one is an *Error listing every problem as
 // "path:line: key: message (hint)", with path as given here.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfig(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -42,6 +42,28 @@ func Load(path string) (*Config, error) {
 	}
 	cfg.File = abs
 	return cfg, nil
+}
+
+// MaxConfigSize bounds a configuration file. Real ones are a few KiB; parsing YAML
+// costs many times its size in memory (a 117 MB file took 7.2 GB and 40 s), so a
+// larger file is refused before it is parsed.
+const MaxConfigSize = 4 << 20
+
+// readConfig reads the file at path, at most MaxConfigSize bytes of it.
+func readConfig(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if len(data) > MaxConfigSize {
+		return nil, fmt.Errorf("read config: %s is larger than %d MiB; a configuration is a few KiB (is it the right file?)", path, MaxConfigSize>>20)
+	}
+	return data, nil
 }
 
 // Parse is Load for a configuration already in memory: name labels problems, and

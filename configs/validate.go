@@ -72,6 +72,7 @@ func (l *loader) validate(cfg *Config) {
 		v.connector(i)
 	}
 	v.overlaps()
+	v.places()
 	for i := range cfg.Pollers {
 		v.poller(i)
 	}
@@ -226,6 +227,35 @@ func (v *validator) overlaps() {
 			if c.DropFolder != "" && (within(a.Maildir, c.DropFolder) || within(c.DropFolder, a.Maildir)) {
 				v.add(fmt.Sprintf("accounts[%d].maildir", i), "keep Maildirs and drop folders apart, such as ./var/mail/... and ./var/drop", "%s overlaps the drop folder of connector %s (%s)", a.Maildir, c.Name, c.DropFolder)
 			}
+		}
+	}
+}
+
+// pseudoFS lists the kernel's virtual file systems: a Maildir, drop folder or state_dir
+// there can never hold mail, and writes into it fail forever (or worse, succeed).
+var pseudoFS = []string{"/proc", "/sys", "/dev"}
+
+// places checks that state_dir, the drop folders and the Maildirs are on real file
+// systems, and that state_dir and the drop folders stay apart: the watcher would take
+// mxdrop's own state files for messages, or state files would land in a drop folder.
+func (v *validator) places() {
+	onPseudo := func(path, p string) {
+		for _, fs := range pseudoFS {
+			if p != "" && (p == fs || within(p, fs)) {
+				v.add(path, "use a folder on a disk, such as /var/lib/mxdrop/...", "%s is on the kernel's virtual file system %s", p, fs)
+				return
+			}
+		}
+	}
+	onPseudo("state_dir", v.cfg.StateDir)
+	for i, a := range v.cfg.Accounts {
+		onPseudo(fmt.Sprintf("accounts[%d].maildir", i), a.Maildir)
+	}
+	for i, c := range v.cfg.Connectors {
+		p := fmt.Sprintf("connectors[%d].drop_folder", i)
+		onPseudo(p, c.DropFolder)
+		if sd := v.cfg.StateDir; c.DropFolder != "" && sd != "" && (within(c.DropFolder, sd) || within(sd, c.DropFolder)) {
+			v.add(p, "keep the drop folder and state_dir apart, such as ./var/drop and ./var/state", "%s overlaps state_dir (%s)", c.DropFolder, sd)
 		}
 	}
 }

@@ -308,3 +308,53 @@ func TestValidationRules(t *testing.T) {
 		})
 	}
 }
+
+// TestPlaces: state_dir, drop folders and Maildirs on the kernel's virtual file systems,
+// and a drop folder that is (or holds, or lies in) state_dir, are refused by path.
+func TestPlaces(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, text, key, want string
+	}{
+		{"maildir under /proc", strings.Replace(base, "maildir: mail/bob", "maildir: /proc/self/fd", 1), "accounts[1].maildir", "virtual file system /proc"},
+		{"drop folder under /sys", strings.Replace(base, "drop_folder: drop", "drop_folder: /sys/kernel", 1), "connectors[0].drop_folder", "virtual file system /sys"},
+		{"state_dir is /dev/shm", "state_dir: /dev/shm\n" + base, "state_dir", "virtual file system /dev"},
+		{"drop folder is state_dir", "state_dir: drop\n" + base, "connectors[0].drop_folder", "overlaps state_dir"},
+		{"state_dir inside the drop folder", "state_dir: drop/state\n" + base, "connectors[0].drop_folder", "overlaps state_dir"},
+		{"drop folder inside state_dir", "state_dir: var\n" + strings.Replace(base, "drop_folder: drop", "drop_folder: var/drop", 1), "connectors[0].drop_folder", "overlaps state_dir"},
+	} {
+		_, err := parseTest(t, dir, tc.text)
+		found := false
+		for _, p := range problemsOf(t, err) {
+			if p.Path == tc.key && strings.Contains(p.Msg, tc.want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: no problem at %s saying %q; got %v", tc.name, tc.key, tc.want, err)
+		}
+	}
+	if _, err := parseTest(t, dir, "state_dir: var/state\n"+base); err != nil {
+		t.Errorf("separate state_dir and drop folder refused: %v", err)
+	}
+}
+
+// TestLoadTooLarge: a configuration file past MaxConfigSize is refused before it is
+// parsed, with an error that says so.
+func TestLoadTooLarge(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "huge.yaml")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(base + "# " + strings.Repeat("x", MaxConfigSize) + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = Load(path)
+	if err == nil || !strings.Contains(err.Error(), "larger than 4 MiB") {
+		t.Fatalf("Load of a %d-byte file: %v, want a size error", MaxConfigSize+len(base), err)
+	}
+}
