@@ -339,6 +339,7 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 			}
 		}()
 	}
+	logStartup(log, a.cfg)
 	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Msg("mxdrop started")
 	sdNotify("READY=1")
 	go func() {
