@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -282,6 +283,28 @@ func fragmentPath(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("testdata/postfix/%s not found above %v", name, roots)
+}
+
+// harnessRoot returns the folder an instance lives in: t.TempDir(), unless TMPDIR lies
+// below a folder other users cannot search (a checkout under a 0700 home folder), where
+// Postfix's unprivileged processes could never reach it; then a folder of its own under
+// /tmp, removed when the test ends.
+func harnessRoot(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if searchable(dir) == nil {
+		return dir
+	}
+	dir, err := os.MkdirTemp("/tmp", "postfixtest-")
+	if err != nil {
+		t.Fatalf("postfixtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("postfixtest: remove %s: %v", dir, err)
+		}
+	})
+	return dir
 }
 
 // searchable makes sure Postfix's unprivileged processes (user postfix, and nobody for

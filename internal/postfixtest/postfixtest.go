@@ -154,7 +154,7 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("postfixtest: unknown %v", opts.Mode)
 	}
 
-	s := &Server{t: t, opts: opts, bin: bin, root: t.TempDir()}
+	s := &Server{t: t, opts: opts, bin: bin, root: harnessRoot(t)}
 	s.configDir = filepath.Join(s.root, "etc")
 	s.queueDir = filepath.Join(s.root, "spool")
 	s.maillog = filepath.Join(s.root, "maillog")
