@@ -2,8 +2,10 @@ package watcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,11 +73,19 @@ func (c *Connector) watchDir() string {
 // complete by the Maildir convention (written in tmp/, renamed into new/).
 func (c *Connector) isMaildir(dir string) bool { return dir != c.DropFolder }
 
-// identity returns a claimed file's stable identity and arrival time.
+// errNotRegular marks a claimed entry that is not a regular file (a symbolic link, a
+// FIFO, a folder, a socket): it is never read.
+var errNotRegular = errors.New("not a regular file")
+
+// identity returns a claimed file's stable identity and arrival time. It does not
+// follow a symbolic link, and an entry that is not a regular file is errNotRegular.
 func identity(path string) (id string, size int64, mtime time.Time, err error) {
-	fi, err := os.Stat(path)
+	fi, err := os.Lstat(path)
 	if err != nil {
 		return "", 0, time.Time{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", 0, time.Time{}, fmt.Errorf("%w (%s)", errNotRegular, fi.Mode().Type())
 	}
 	var ino uint64
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -102,13 +112,32 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool) Ou
 
 func (c *Connector) processResult(ctx context.Context, path string, recovered bool, start time.Time, resp *importer.Result) Outcome {
 	id, size, mtime, err := identity(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Someone else removed the claimed file (an admin, a cleanup job). Its
+		// deliveries, if any, are durable already: there is nothing left to retry.
+		c.Log.Warn().Str("file", filepath.Base(path)).Str("outcome", "vanished").
+			Msg("claimed file vanished before it was acknowledged; not retried")
+		return Skipped
+	case errors.Is(err, errNotRegular):
+		// Renaming moves the entry itself, never what a link points to.
+		res := importer.Result{Outcome: importer.OutcomeRejected, Reason: "not_regular_file", Detail: err.Error()}
+		*resp = res
+		folder := filepath.Join(c.DropFolder, importer.FailedFolder)
+		if _, qerr := importer.Quarantine(folder, path, importer.NewRecord(c.Name, filepath.Base(path), res)); qerr != nil {
+			c.Log.Error().Err(qerr).Str("file", filepath.Base(path)).Msg("claimed entry is not a regular file and cannot be quarantined")
+			return Retry
+		}
+		c.Log.Warn().Str("file", filepath.Base(path)).Str("outcome", "quarantined").Str("reason", "not_regular_file").
+			Str("detail", err.Error()).Msg("claimed entry is not a regular file: quarantined unread")
+		return Quarantined
+	case err != nil:
 		c.Log.Error().Err(err).Str("file", filepath.Base(path)).Msg("claimed file unreadable")
 		return Retry
 	}
 	msg := importer.Message{
 		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
-		Open: func() (io.ReadCloser, error) { return os.Open(path) },
+		Open: func() (io.ReadCloser, error) { return openRegular(path) },
 	}
 	res, err := c.Importer.Import(ctx, msg)
 	*resp = res
@@ -184,4 +213,25 @@ func moveInto(folder, path string) error {
 		}
 	}
 	return fmt.Errorf("no free name for %s in %s", base, folder)
+}
+
+// openRegular opens path for reading only if it is a regular file: O_NOFOLLOW refuses
+// a symbolic link, O_NONBLOCK keeps a FIFO from blocking the open, and fstat on the
+// open descriptor checks what is really read, whatever was swapped in since a check
+// by name.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w (%s)", path, errNotRegular, fi.Mode().Type())
+	}
+	return f, nil
 }

@@ -230,9 +230,29 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			requestScan()
 		}
 	}
+	// leftOut remembers the entries already logged as not regular files, so that each is
+	// logged once; it is bounded, and forgets all when full.
+	leftOut := map[string]bool{}
+	regular := func(name string, fi os.FileInfo) bool {
+		if fi.Mode().IsRegular() {
+			return true
+		}
+		if !leftOut[name] {
+			if len(leftOut) >= 4096 {
+				clear(leftOut)
+			}
+			leftOut[name] = true
+			c.Log.Warn().Str("file", name).Str("type", fi.Mode().Type().String()).
+				Msg("left in the drop folder: not a regular file (links, FIFOs, folders and sockets are never read)")
+		}
+		return false
+	}
 	note := func(name string, wrote bool) {
 		path := filepath.Join(dir, name)
 		if maildir {
+			if fi, err := os.Lstat(path); err != nil || !regular(name, fi) {
+				return
+			}
 			offer(path)
 			return
 		}
@@ -245,7 +265,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			return
 		}
 		fi, err := os.Lstat(path)
-		if err != nil || !fi.Mode().IsRegular() {
+		if err != nil || !regular(name, fi) {
 			return
 		}
 		// Renamed in complete: nobody has it open for writing.
