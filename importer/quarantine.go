@@ -1,6 +1,8 @@
 package importer
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,11 +104,27 @@ func writeRecord(folder, name string, rec Record) error {
 	})
 }
 
+// maxQuarantineName bounds a quarantined message's name, so that its longest companion
+// ("."+name+".dsn.eml.tmp" beside a ".9999" variant) still fits NAME_MAX (255 bytes).
+const maxQuarantineName = 200
+
+// fitName returns name, or when it is longer than maxQuarantineName, a prefix of it and a
+// short hash of the whole name: recognisable, and distinct for distinct long names. The
+// reason record keeps the original name in its file field.
+func fitName(name string) string {
+	if len(name) <= maxQuarantineName {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:maxQuarantineName-17] + "-" + hex.EncodeToString(sum[:8])
+}
+
 // freeName returns name, or name.1, name.2 ... whichever does not exist in folder. A
 // reason file without its message is the leftover of a quarantine interrupted by a
 // crash; its name is reused and the reason file rewritten. But <n>.json may also be a
 // quarantined message named so (its own reason is then <n>.json.json): n is not free then.
 func freeName(folder, name string) (string, error) {
+	name = fitName(name)
 	absent := func(n string) bool {
 		_, err := os.Lstat(filepath.Join(folder, n))
 		return errors.Is(err, os.ErrNotExist)

@@ -234,3 +234,40 @@ func TestNewRecordSender(t *testing.T) {
 		}
 	}
 }
+
+// TestQuarantineLongName: a file whose name is 255 bytes (NAME_MAX) is quarantined, its
+// variants too, and each name leaves room for its companions (.json, the DSN copy and
+// their temporary names); the record keeps the original name.
+func TestQuarantineLongName(t *testing.T) {
+	dir := t.TempDir()
+	folder := filepath.Join(dir, FailedFolder)
+	long := strings.Repeat("n", 251) + ".eml" // 255 bytes
+	var names []string
+	for i := range 2 {
+		src := filepath.Join(dir, "in", string(rune('a'+i)), long)
+		if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(src, []byte("m"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rec := sampleRecord()
+		rec.File = long
+		p, err := Quarantine(folder, src, rec)
+		if err != nil {
+			t.Fatalf("quarantine of a %d-byte name: %v", len(long), err)
+		}
+		name := filepath.Base(p)
+		names = append(names, name)
+		if got, _ := readRecord(t, p); got.File != long {
+			t.Errorf("record file %q, want the original name", got.File)
+		}
+		// The longest companion: the DSN copy's temporary file.
+		if err := os.WriteFile(filepath.Join(folder, "."+name+".dsn.eml.tmp"), nil, 0o640); err != nil {
+			t.Errorf("no room for the DSN copy beside %s: %v", name, err)
+		}
+	}
+	if names[0] == names[1] || !strings.HasPrefix(names[1], names[0]) {
+		t.Errorf("names %q", names)
+	}
+}
