@@ -35,7 +35,7 @@ func (m *Manager) settleOnce(ctx context.Context, c *Connector, cl *claims, dir 
 		case <-giveUp.C:
 			for name, p := range pending {
 				why := "still changing"
-				if free, ok := noWriter(filepath.Join(dir, name)); ok && !free {
+				if free, ok, _ := noWriter(filepath.Join(dir, name)); ok && !free {
 					why = "open by a writer"
 				}
 				c.Log.Warn().Str("file", name).Str("reason", why).Int64("size", p.size).

@@ -180,7 +180,7 @@ func takeSettled(dir string, pending map[string]*pendingFile, now time.Time, set
 		if !p.settled(fi, now, settle, fs) {
 			continue
 		}
-		if free, ok := noWriter(path); ok && !free {
+		if free, ok, _ := noWriter(path); ok && !free {
 			continue
 		}
 		delete(pending, name)

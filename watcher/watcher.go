@@ -81,23 +81,24 @@ func skipName(name string) bool {
 
 // noWriter reports whether no process has path open for writing, using a read lease
 // (fcntl F_SETLEASE), which the kernel refuses while any writer has the file open.
-// ok is false when the file system does not support leases: then only the settle time
-// tells.
-func noWriter(path string) (free, ok bool) {
-	f, err := os.Open(path)
+// ok is false when no lease can be taken: the file system does not support leases, or
+// (refused, EACCES) mxdrop neither owns the file nor has CAP_LEASE (fcntl(2)); then only
+// the settle time tells.
+func noWriter(path string) (free, ok, refused bool) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return false, true
+		return false, true, false
 	}
 	defer f.Close()
 	fd := int(f.Fd())
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY) {
-			return false, true
+			return false, true, false
 		}
-		return false, false
+		return false, false, errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM)
 	}
 	unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
-	return true, true
+	return true, true, false
 }
 
 // pendingFile is a file written in place, waiting to be unchanged for the settle time.
@@ -233,6 +234,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	// leftOut remembers the entries already logged as not regular files, so that each is
 	// logged once; it is bounded, and forgets all when full.
 	leftOut := map[string]bool{}
+	leaseWarned := false // the lease fallback is logged once per watch
 	regular := func(name string, fi os.FileInfo) bool {
 		if fi.Mode().IsRegular() {
 			return true
@@ -269,7 +271,12 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			return
 		}
 		// Renamed in complete: nobody has it open for writing.
-		free, ok := noWriter(path)
+		free, ok, refused := noWriter(path)
+		if refused && !leaseWarned {
+			leaseWarned = true
+			c.Log.Warn().Str("folder", dir).Str("file", name).
+				Msg("no write lease on a drop file mxdrop does not own: a file written in place is taken once unchanged for settle; let mxdrop own the drop files, give it CAP_LEASE, or have the writer rename complete files in")
+		}
 		if ok && free && fi.Size() > 0 {
 			offer(path)
 			return
@@ -407,7 +414,7 @@ func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string
 					fresh = fs.age(fi.ModTime()) < c.Settle
 				}
 				if !fresh {
-					if free, ok := noWriter(path); ok && !free {
+					if free, ok, _ := noWriter(path); ok && !free {
 						fresh = true
 					}
 				}
