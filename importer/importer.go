@@ -310,6 +310,36 @@ func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
 	return res, nil
 }
 
+// ErrSizeChanged reports a message whose source held other than Size bytes when it was
+// copied: a drop file truncated or appended to after it was claimed. The copy is not
+// delivered; the error is temporary, and the retry takes the file as it is then.
+var ErrSizeChanged = errors.New("message size changed while it was read")
+
+// openSized is msg.Open, whose reader fails with ErrSizeChanged instead of ending when
+// the bytes read differ from msg.Size (when known): a short or long copy is never
+// delivered as the message that was claimed.
+func (msg Message) openSized() (io.ReadCloser, error) {
+	rc, err := msg.Open()
+	if err != nil || msg.Size < 0 {
+		return rc, err
+	}
+	return &sizedReader{ReadCloser: rc, want: msg.Size}, nil
+}
+
+type sizedReader struct {
+	io.ReadCloser
+	want, got int64
+}
+
+func (r *sizedReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.got += int64(n)
+	if r.got > r.want || (err == io.EOF && r.got != r.want) {
+		return n, fmt.Errorf("%w: read %d bytes of %d", ErrSizeChanged, r.got, r.want)
+	}
+	return n, err
+}
+
 func (im *Importer) readHeader(msg Message) (*Header, error) {
 	rc, err := msg.Open()
 	if err != nil {
@@ -437,7 +467,7 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		}
 	}
 	write := func(w io.Writer) error {
-		rc, err := msg.Open()
+		rc, err := msg.openSized()
 		if err != nil {
 			return fmt.Errorf("reopen message: %w", err)
 		}

@@ -971,3 +971,50 @@ func TestImportBatch(t *testing.T) {
 		t.Errorf("Sync: %v, still pending %v", err, batch.Pending())
 	}
 }
+
+// TestImportTruncatedAfterClaim: a drop file truncated (or appended to) after it was
+// claimed, while its copy is written, is not delivered short (or long) as the claimed
+// message: Import fails temporarily with ErrSizeChanged and leaves nothing in the
+// Maildir; the retry, with the file's new identity, delivers it whole.
+func TestImportTruncatedAfterClaim(t *testing.T) {
+	s := newSetup(t)
+	im := s.importer(t, nil)
+	body := []byte("Return-Path: <s@remote.test>\nDelivered-To: alice@example.com\nFrom: s@remote.test\nTo: alice@example.com\nMessage-ID: <trunc@test>\nSubject: t\n\n" + strings.Repeat("line of body\n", 200))
+	for _, tc := range []struct {
+		name string
+		n    int // bytes the file holds when it is copied
+	}{{"truncated", len(body) / 2}, {"grown", len(body) + 50}} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, _ := s.dropFile(t, tc.name+".eml", body)
+			content := append([]byte(nil), body...)
+			if tc.n > len(body) {
+				content = append(content, bytes.Repeat([]byte("x"), tc.n-len(body))...)
+			}
+			content = content[:tc.n]
+			// The header was read at claim time; the copy finds the file changed.
+			reads := 0
+			msg.Open = func() (io.ReadCloser, error) {
+				reads++
+				if reads == 1 {
+					return io.NopCloser(bytes.NewReader(body)), nil
+				}
+				return io.NopCloser(bytes.NewReader(content)), nil
+			}
+			_, err := im.Import(context.Background(), msg)
+			if !errors.Is(err, ErrSizeChanged) {
+				t.Fatalf("Import of a %d-byte copy of a %d-byte claim: %v, want ErrSizeChanged", tc.n, len(body), err)
+			}
+			var ie *Error
+			if !errors.As(err, &ie) || !ie.Temporary() {
+				t.Errorf("error %v is not temporary", err)
+			}
+			md := s.maildir("alice")
+			if n := listDir(t, filepath.Join(md, "new")); len(n) != 0 {
+				t.Errorf("new/ holds %v", n)
+			}
+			if n := listDir(t, filepath.Join(md, "tmp")); len(n) != 0 {
+				t.Errorf("tmp/ holds %v", n)
+			}
+		})
+	}
+}

@@ -80,7 +80,7 @@ func (im *Importer) importTarget(ctx context.Context, msg Message, h *Header, re
 		}
 	}
 	write := func(w io.Writer) error {
-		rc, err := msg.Open()
+		rc, err := msg.openSized()
 		if err != nil {
 			return fmt.Errorf("reopen message: %w", err)
 		}
