@@ -91,12 +91,21 @@ func TestShareTwoHostsKill9(t *testing.T) {
 	pa, pb := a.start("run"), b.start("run")
 	pa.waitLog(t, "mxdrop started", 10*time.Second)
 	pb.waitLog(t, "mxdrop started", 10*time.Second)
-	const total = 300
+	// Enough messages that host a is still busy when it is killed: on a fast machine two
+	// hosts drained 300 before a poll of a's log came round, and nothing was left to adopt.
+	const total = 1000
 	for i := 0; i < total; i++ {
 		share.Deliver(".", fmt.Sprintf("m%04d", i), msg(fmt.Sprintf("two-%d@test", i), "X-Original-To", "alice@example.com"))
 	}
-	// Kill a in the middle of the backlog: its four workers hold claims.
-	waitUntil(t, "host a delivers", 15*time.Second, func() bool { return strings.Count(pa.Logs(), `"outcome":"delivered"`) >= 10 })
+	// Kill a in the middle of the backlog, right after its tenth delivery: its four
+	// workers hold claims. The log is looked at every millisecond, not waitUntil's pace.
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(pa.Logs(), `"outcome":"delivered"`) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatal("host a delivered fewer than 10 messages in 15s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	pa.kill()
 	waitUntil(t, "everything delivered by host b", 60*time.Second, func() bool {
 		left, claimed := dropLeft(t, share.Backing)
