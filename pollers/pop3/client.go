@@ -351,6 +351,7 @@ func (c *Client) cmdMulti(verb string, args ...string) ([]string, error) {
 		return nil, err
 	}
 	var lines []string
+	size := 0
 	for {
 		line, err := c.readLine()
 		if err != nil {
@@ -359,9 +360,22 @@ func (c *Client) cmdMulti(verb string, args ...string) ([]string, error) {
 		if line == "." {
 			return lines, nil
 		}
+		size += len(line)
+		if len(lines) >= maxListLines || size > maxListBytes {
+			// A broken or hostile server listing without end: stop before memory does.
+			return nil, c.fail(fmt.Errorf("%w: %s: reply longer than %d lines or %d MiB", errProtocol, verb, maxListLines, maxListBytes>>20))
+		}
 		lines = append(lines, strings.TrimPrefix(line, "."))
 	}
 }
+
+// maxListLines and maxListBytes bound a multi-line reply other than a message (UIDL,
+// LIST, CAPA). A real maildrop lists far fewer messages (Gmail's POP3 offers a few
+// hundred per session); a longer listing is a broken server and ends the session.
+const (
+	maxListLines = 1_000_000
+	maxListBytes = 64 << 20
+)
 
 // Capabilities is the reply to CAPA: capability names in upper case with their arguments.
 type Capabilities map[string][]string

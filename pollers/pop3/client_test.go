@@ -1,11 +1,13 @@
 package pop3
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -598,5 +600,28 @@ func TestParseTLSMode(t *testing.T) {
 	}
 	if _, err := ParseTLSMode("ssl"); err == nil {
 		t.Error("ParseTLSMode accepted ssl")
+	}
+}
+
+// TestEndlessListing: a server whose UIDL listing never ends costs a bounded amount of
+// memory: the client gives up after maxListLines lines with a protocol error, long
+// before the idle timeout, instead of growing until memory runs out.
+func TestEndlessListing(t *testing.T) {
+	addr := fake(t, func(p *peer) {
+		p.loggedIn()
+		p.expect("UIDL")
+		w := bufio.NewWriterSize(p.conn, 64<<10)
+		w.WriteString("+OK\r\n")
+		for i := 1; ; i++ {
+			if _, err := fmt.Fprintf(w, "%d uid-%d\r\n", i, i); err != nil {
+				return // the client hung up
+			}
+		}
+	})
+	c := dial(t, addr)
+	login(t, c)
+	_, err := c.UIDL()
+	if err == nil || !strings.Contains(err.Error(), "reply longer than") {
+		t.Fatalf("UIDL of an endless listing: %v, want a bound error", err)
 	}
 }
