@@ -97,12 +97,27 @@ func TestShareTwoHostsKill9(t *testing.T) {
 	for i := 0; i < total; i++ {
 		share.Deliver(".", fmt.Sprintf("m%04d", i), msg(fmt.Sprintf("two-%d@test", i), "X-Original-To", "alice@example.com"))
 	}
-	// Kill a in the middle of the backlog, right after its tenth delivery: its four
-	// workers hold claims. The log is looked at every millisecond, not waitUntil's pace.
+	// Kill a in the middle of the backlog, after its tenth delivery and at an instant
+	// when it holds a claim: a polled share hands a's workers files in bursts, and
+	// between bursts a can hold none. Its claims folder (named with its pid) is looked
+	// at every millisecond.
+	aClaims := func() int {
+		dirs, _ := filepath.Glob(filepath.Join(share.Backing, ".mxdrop", "claims", fmt.Sprintf("*-%d-*", pa.cmd.Process.Pid)))
+		n := 0
+		for _, d := range dirs {
+			es, _ := os.ReadDir(d)
+			for _, e := range es {
+				if !strings.HasPrefix(e.Name(), ".") {
+					n++
+				}
+			}
+		}
+		return n
+	}
 	deadline := time.Now().Add(15 * time.Second)
-	for strings.Count(pa.Logs(), `"outcome":"delivered"`) < 10 {
+	for strings.Count(pa.Logs(), `"outcome":"delivered"`) < 10 || aClaims() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("host a delivered fewer than 10 messages in 15s")
+			t.Fatal("host a never held a claim after 10 deliveries within 15s")
 		}
 		time.Sleep(time.Millisecond)
 	}
