@@ -254,6 +254,10 @@ func (c *claims) adopt() ([]string, error) {
 }
 
 // listClaims returns the claimed files in dir (not the lock, not temporary files).
+//
+// An entry that is not a regular file (swapped in between a claim's check and its
+// rename) is listed too: processing quarantines it unread, so it neither stays unseen
+// nor keeps a dead instance's claims folder alive.
 func listClaims(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -261,7 +265,7 @@ func listClaims(dir string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+		if strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		out = append(out, filepath.Join(dir, e.Name()))

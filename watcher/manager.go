@@ -21,6 +21,7 @@ type Manager struct {
 	log     zerolog.Logger
 	jobs    chan *job
 	counts  Counts
+	left    leftLog // drop-folder entries reported as not taken
 
 	mu     sync.Mutex
 	claims map[string]*claims // drop folder -> this instance's claims folder
@@ -180,6 +181,12 @@ func (m *Manager) doJob(j *job) Outcome {
 	path := j.path
 	if !j.claimed {
 		if m.intake.Err() != nil {
+			return Skipped
+		}
+		// Whatever offered the path, only a regular file is claimed. An entry swapped in
+		// after this check is claimed but never followed nor read (see process).
+		fi, err := os.Lstat(path)
+		if err != nil || !m.regular(j.conn, path, fi.Mode()) {
 			return Skipped
 		}
 		p, ok, err := j.cl.claim(path)

@@ -231,23 +231,9 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			requestScan()
 		}
 	}
-	// leftOut remembers the entries already logged as not regular files, so that each is
-	// logged once; it is bounded, and forgets all when full.
-	leftOut := map[string]bool{}
 	leaseWarned := false // the lease fallback is logged once per watch
 	regular := func(name string, fi os.FileInfo) bool {
-		if fi.Mode().IsRegular() {
-			return true
-		}
-		if !leftOut[name] {
-			if len(leftOut) >= 4096 {
-				clear(leftOut)
-			}
-			leftOut[name] = true
-			c.Log.Warn().Str("file", name).Str("type", fi.Mode().Type().String()).
-				Msg("left in the drop folder: not a regular file (links, FIFOs, folders and sockets are never read)")
-		}
-		return false
+		return m.regular(c, filepath.Join(dir, name), fi.Mode())
 	}
 	note := func(name string, wrote bool) {
 		path := filepath.Join(dir, name)
@@ -393,10 +379,13 @@ func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string
 		entries, err := d.ReadDir(512)
 		for _, e := range entries {
 			name := e.Name()
-			if skipName(name) || !e.Type().IsRegular() {
+			if skipName(name) {
 				continue
 			}
 			path := filepath.Join(dir, name)
+			if !m.regular(c, path, e.Type()) {
+				continue
+			}
 			if fs.in.has(path) {
 				continue
 			}
