@@ -23,6 +23,8 @@ type Manager struct {
 	counts  Counts
 	left    leftLog // drop-folder entries reported as not taken
 
+	retryFirst time.Duration // the first retry's delay (5s; tests shorten it)
+
 	mu     sync.Mutex
 	claims map[string]*claims // drop folder -> this instance's claims folder
 	cancel map[string]context.CancelFunc
@@ -100,7 +102,7 @@ func NewManager(id string, workers int, log zerolog.Logger) *Manager {
 		workers = 1
 	}
 	return &Manager{
-		id: id, workers: workers, log: log,
+		id: id, workers: workers, log: log, retryFirst: 5 * time.Second,
 		jobs:   make(chan *job, workers*4),
 		quit:   make(chan struct{}),
 		intake: context.Background(),
@@ -200,18 +202,18 @@ func (m *Manager) doJob(j *job) Outcome {
 		path = p
 	}
 	// In-flight messages finish even when shutdown has begun.
-	out := j.conn.process(context.Background(), path, j.recovered)
+	out, last := j.conn.process(context.Background(), path, j.recovered, j.last)
 	if out == Retry && j.wg == nil && m.intake.Err() == nil {
-		m.retryLater(&job{conn: j.conn, cl: j.cl, path: path, claimed: true, recovered: true, attempt: j.attempt + 1})
+		m.retryLater(&job{conn: j.conn, cl: j.cl, path: path, claimed: true, recovered: true, attempt: j.attempt + 1, last: last})
 	}
 	return out
 }
 
-// retryLater queues a claimed file again after an exponential backoff (5s doubling,
-// capped at 5 minutes). A file still waiting at shutdown stays claimed and is recovered
-// at the next start.
+// retryLater queues a claimed file again after an exponential backoff (retryFirst
+// doubling, capped at 5 minutes). A file still waiting at shutdown stays claimed and is
+// recovered at the next start.
 func (m *Manager) retryLater(j *job) {
-	d := 5 * time.Second << min(j.attempt-1, 6)
+	d := m.retryFirst << min(j.attempt-1, 6)
 	if d > 5*time.Minute {
 		d = 5 * time.Minute
 	}

@@ -100,25 +100,67 @@ func identity(path string) (id string, size int64, mtime time.Time, err error) {
 // process imports one claimed file and acknowledges it: removed (or moved to
 // Imported/) once every delivery and DSN is durable, or quarantined in ImportFailed/.
 // On a transient error the file stays claimed and Retry is returned.
-func (c *Connector) process(ctx context.Context, path string, recovered bool) Outcome {
+// last is what an earlier attempt on the file delivered, or nil; the one returned is
+// what the next attempt needs to know.
+func (c *Connector) process(ctx context.Context, path string, recovered bool, last *delivered) (Outcome, *delivered) {
 	start := time.Now()
 	var res importer.Result
-	out := c.processResult(ctx, path, recovered, start, &res)
+	var msg importer.Message
+	out := c.processResult(ctx, path, recovered, last, start, &msg, &res)
 	if c.Observe != nil {
 		c.Observe(c.Name, res, out, time.Since(start))
 	}
-	return out
+	if out == Retry && (res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial) {
+		return out, &delivered{msg: msg, res: res}
+	}
+	return out, last
 }
 
-func (c *Connector) processResult(ctx context.Context, path string, recovered bool, start time.Time, resp *importer.Result) Outcome {
+// delivered is an import whose every copy is durable but whose file was not
+// acknowledged (its DSN or its removal failed): enough to find its copies again.
+type delivered struct {
+	msg importer.Message
+	res importer.Result
+}
+
+// found reports whether every copy is still in its Maildir under its deterministic
+// name (in new/, or in cur/ where a reader moved it).
+func (d *delivered) found() bool {
+	for _, dl := range d.res.Delivered {
+		md := importer.Maildir(filepath.Dir(filepath.Dir(dl.Path)))
+		if _, ok := md.Find(importer.DeliveryName(d.msg, dl.Account)); !ok {
+			return false
+		}
+	}
+	return len(d.res.Delivered) > 0
+}
+
+// vanished ends a claimed file that someone else removed (an admin, a cleanup job).
+// When an earlier attempt delivered it and every copy is still found, it is finished:
+// only its acknowledgement, and a DSN still owed, go with the file. Otherwise its
+// content is gone undelivered, which is reported once, at error level. Either way no
+// retry can do more.
+func (c *Connector) vanished(path string, last *delivered, resp *importer.Result) Outcome {
+	name := filepath.Base(path)
+	if last != nil && last.found() {
+		resp.Outcome = last.res.Outcome
+		ev := c.Log.Warn().Str("file", name).Str("outcome", "vanished").Strs("accounts", last.res.SortedAccounts())
+		if len(last.res.Failed) > 0 {
+			ev = ev.Strs("failed", last.res.FailedRecipients())
+		}
+		ev.Msg("claimed file removed by someone else after its delivery: finished, no DSN sent for its failed recipients")
+		return Imported
+	}
+	c.Log.Error().Str("file", name).Str("outcome", "vanished").
+		Msg("claimed file removed by someone else before its delivery was complete: nothing left to import; not retried")
+	return Skipped
+}
+
+func (c *Connector) processResult(ctx context.Context, path string, recovered bool, last *delivered, start time.Time, msgp *importer.Message, resp *importer.Result) Outcome {
 	id, size, mtime, err := identity(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		// Someone else removed the claimed file (an admin, a cleanup job). Its
-		// deliveries, if any, are durable already: there is nothing left to retry.
-		c.Log.Warn().Str("file", filepath.Base(path)).Str("outcome", "vanished").
-			Msg("claimed file vanished before it was acknowledged; not retried")
-		return Skipped
+		return c.vanished(path, last, resp)
 	case errors.Is(err, errNotRegular):
 		// Renaming moves the entry itself, never what a link points to.
 		res := importer.Result{Outcome: importer.OutcomeRejected, Reason: "not_regular_file", Detail: err.Error()}
@@ -139,6 +181,7 @@ func (c *Connector) processResult(ctx context.Context, path string, recovered bo
 		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
 		Open: func() (io.ReadCloser, error) { return openRegular(path) },
 	}
+	*msgp = msg
 	res, err := c.Importer.Import(ctx, msg)
 	*resp = res
 	if err != nil {

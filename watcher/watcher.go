@@ -41,6 +41,7 @@ type job struct {
 	claimed   bool
 	recovered bool
 	attempt   int
+	last      *delivered      // what an earlier attempt delivered
 	wg        *sync.WaitGroup // run --once: done when the job ends
 	done      func()          // when not nil, called when the job ends (inflight)
 }
