@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mxdrop/mxdrop/importer/durable"
 )
@@ -110,13 +111,18 @@ const maxQuarantineName = 200
 
 // fitName returns name, or when it is longer than maxQuarantineName, a prefix of it and a
 // short hash of the whole name: recognisable, and distinct for distinct long names. The
-// reason record keeps the original name in its file field.
+// prefix ends at a UTF-8 character boundary, so a name in UTF-8 stays valid UTF-8 (file
+// managers, JSON logs). The reason record keeps the original name in its file field.
 func fitName(name string) string {
 	if len(name) <= maxQuarantineName {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))
-	return name[:maxQuarantineName-17] + "-" + hex.EncodeToString(sum[:8])
+	keep := maxQuarantineName - 17
+	for keep > 0 && !utf8.RuneStart(name[keep]) {
+		keep--
+	}
+	return name[:keep] + "-" + hex.EncodeToString(sum[:8])
 }
 
 // freeName returns name, or name.1, name.2 ... whichever does not exist in folder. A

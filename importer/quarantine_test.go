@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // readRecord decodes the reason file beside path, both as a Record and as a map (to see
@@ -269,5 +270,34 @@ func TestQuarantineLongName(t *testing.T) {
 	}
 	if names[0] == names[1] || !strings.HasPrefix(names[1], names[0]) {
 		t.Errorf("names %q", names)
+	}
+}
+
+// TestQuarantineLongNameUTF8: a 251- to 255-byte name of multi-byte UTF-8 characters is
+// shortened at a character boundary: the quarantined name stays valid UTF-8 and starts
+// with the original's beginning.
+func TestQuarantineLongNameUTF8(t *testing.T) {
+	dir := t.TempDir()
+	folder := filepath.Join(dir, FailedFolder)
+	for _, n := range []int{251, 252, 253, 254, 255} {
+		for _, unit := range []string{"é", "日", "𝄞"} {
+			name := strings.Repeat(unit, n/len(unit))
+			name += strings.Repeat("x", n-len(name))
+			src := filepath.Join(dir, name)
+			if err := os.WriteFile(src, []byte("m"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p, err := Quarantine(folder, src, NewRecord("mx", name, Result{Outcome: OutcomeFailed}))
+			if err != nil {
+				t.Fatalf("%d bytes of %q: %v", n, unit, err)
+			}
+			base := filepath.Base(p)
+			if !utf8.ValidString(base) || !strings.HasPrefix(base, name[:150]) {
+				t.Errorf("%d bytes of %q quarantined as %q: not valid UTF-8, or not recognisable", n, unit, base)
+			}
+			if got, _ := readRecord(t, p); got.File != name {
+				t.Errorf("record file %q, want the original name", got.File)
+			}
+		}
 	}
 }
