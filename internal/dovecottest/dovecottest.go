@@ -226,7 +226,8 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 
 	s := &Server{users: opts.Users, noListeners: opts.noListeners, lmtp: opts.LMTP}
-	s.dir = harnessDir(t)
+	// Dovecot's unprivileged processes (auth as dovecot, mail as 65534) open files here.
+	s.dir = testenv.ReachableDir(t, "dovecottest-")
 	s.conf = filepath.Join(s.dir, "dovecot.conf")
 	s.logPath = filepath.Join(s.dir, "dovecot.log")
 	s.outPath = filepath.Join(s.dir, "dovecot.out")
@@ -264,50 +265,6 @@ func Start(t testing.TB, opts Options) *Server {
 	s.dumpLog(t)
 	t.Fatalf("dovecottest: start: %v", err)
 	return nil
-}
-
-// harnessDir makes the server's folder. Dovecot's unprivileged processes (auth as user
-// dovecot, mail as 65534) must reach files in it, so it and every parent must be searchable
-// by others; TMPDIR may sit below a 0700 home folder, in which case /tmp is used. Unix socket
-// paths are limited to 108 bytes, which also rules out long TMPDIRs.
-func harnessDir(t testing.TB) string {
-	t.Helper()
-	base := os.TempDir()
-	if !searchableByOthers(base) || len(base) > 48 {
-		base = "/tmp"
-	}
-	dir, err := os.MkdirTemp(base, "dovecottest-")
-	if err != nil {
-		t.Fatalf("dovecottest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("dovecottest: remove %s: %v", dir, err)
-		}
-	})
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatalf("dovecottest: %v", err)
-	}
-	return dir
-}
-
-// searchableByOthers reports whether dir and all its parents have the o+x bit.
-func searchableByOthers(dir string) bool {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return false
-	}
-	for {
-		fi, err := os.Stat(dir)
-		if err != nil || fi.Mode().Perm()&0o001 == 0 {
-			return false
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return true
-		}
-		dir = parent
-	}
 }
 
 // prepare writes the certificate, the passwd-files and the users' Maildirs.

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -31,9 +30,6 @@ const maxSocketPath = 100
 // configuration and the queue's top (Postfix creates and owns what is below), the
 // delivery uid for the folders its delivery agents write.
 func (s *Server) prepare() error {
-	if err := searchable(s.root); err != nil {
-		return err
-	}
 	// Postfix daemons address each other relative to the queue directory, but the
 	// postlog socket is passed around by its absolute path.
 	if p := filepath.Join(s.queueDir, "public", "postlog"); len(p) > maxSocketPath {
@@ -283,52 +279,6 @@ func fragmentPath(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("testdata/postfix/%s not found above %v", name, roots)
-}
-
-// harnessRoot returns the folder an instance lives in: t.TempDir(), unless TMPDIR lies
-// below a folder other users cannot search (a checkout under a 0700 home folder), where
-// Postfix's unprivileged processes could never reach it; then a folder of its own under
-// /tmp, removed when the test ends.
-func harnessRoot(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if searchable(dir) == nil {
-		return dir
-	}
-	dir, err := os.MkdirTemp("/tmp", "postfixtest-")
-	if err != nil {
-		t.Fatalf("postfixtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("postfixtest: remove %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-// searchable makes sure Postfix's unprivileged processes (user postfix, and nobody for
-// delivery) can reach dir: every folder above it must be searchable by others. t.TempDir
-// creates its folders 0700, so dir and its parent (both the testing package's, for this
-// test alone) are opened up; any other closed folder is an error naming it.
-func searchable(dir string) error {
-	for d, level := dir, 0; ; d, level = filepath.Dir(d), level+1 {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			if level >= 2 {
-				return fmt.Errorf("folder %s is not searchable by other users, so Postfix's unprivileged processes cannot reach the test's folder: set TMPDIR to a folder such as /tmp", d)
-			}
-			if err := os.Chmod(d, fi.Mode().Perm()|0o011); err != nil {
-				return err
-			}
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
 }
 
 // mkdirOwned creates dir, mode 0700, owned by the delivery uid and gid.

@@ -2,7 +2,9 @@
 // tests: the MTA that drops accepted mail into mxdrop's drop folder, and the relay that
 // receives mxdrop's DSNs.
 //
-// Each instance lives entirely inside t.TempDir(): its own config_directory (main.cf and
+// Each instance lives entirely inside a folder of its own that Postfix's unprivileged
+// processes can reach (testenv.ReachableDir: under TMPDIR, or under /tmp when TMPDIR lies
+// below a folder closed to others): its own config_directory (main.cf and
 // master.cf rendered from templates), queue_directory, data_directory and log file, and
 // one smtpd listening on a random port of 127.0.0.1 and nowhere else. It needs the
 // Postfix binaries (Debian package postfix, 3.4 or later for postlogd) and root: the
@@ -31,6 +33,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // Mode selects where an instance delivers the mail it accepts.
@@ -115,7 +119,7 @@ type Server struct {
 	opts Options
 	bin  binaries
 
-	root      string // t.TempDir() holding everything
+	root      string // testenv.ReachableDir: Postfix's unprivileged processes reach it
 	configDir string
 	queueDir  string
 	maillog   string
@@ -129,7 +133,7 @@ type Server struct {
 	quick bool
 }
 
-// Start starts a Postfix instance configured by opts inside t.TempDir() and returns
+// Start starts a Postfix instance configured by opts inside its own folder and returns
 // once its smtpd answers on Addr(). It calls Require first, so a machine without
 // Postfix skips the test (or fails it under CI=true). Any other failure is t.Fatal,
 // with the instance's log. t.Cleanup stops the instance (see Stop) and, if the test
@@ -154,7 +158,7 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("postfixtest: unknown %v", opts.Mode)
 	}
 
-	s := &Server{t: t, opts: opts, bin: bin, root: harnessRoot(t)}
+	s := &Server{t: t, opts: opts, bin: bin, root: testenv.ReachableDir(t, "postfixtest-")}
 	s.configDir = filepath.Join(s.root, "etc")
 	s.queueDir = filepath.Join(s.root, "spool")
 	s.maillog = filepath.Join(s.root, "maillog")

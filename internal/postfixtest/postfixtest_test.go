@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mxdrop/mxdrop/internal/postfixtest"
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 const wait = 10 * time.Second
@@ -403,4 +404,21 @@ func TestDeferredThenFlush(t *testing.T) {
 	s.Flush()
 	s.WaitMessages(s.DropFolder(), 1, wait)
 	s.WaitQueueEmpty(wait)
+}
+
+// A checkout under a folder closed to others (a clone in /root, 0700 on Debian) runs its
+// tests with TMPDIR below it: the instance still starts and delivers, because its folder
+// is one Postfix's unprivileged processes can reach, outside TMPDIR.
+func TestTMPDIRClosedToOthers(t *testing.T) {
+	closed, tmp := testenv.BelowClosedFolder(t)
+	t.Setenv("TMPDIR", tmp) // not parallel: TMPDIR is the process's
+	s := postfixtest.Start(t, postfixtest.Options{})
+	if strings.HasPrefix(s.ConfigDir(), closed) {
+		t.Errorf("the instance's folder %s is below %s, which others cannot search", s.ConfigDir(), closed)
+	}
+	sendOK(t, s.Addr(), "sender@sender.test", []string{"alice@example.com"}, body)
+	if files := s.WaitMessages(s.DropFolder(), 1, wait); len(files) != 1 {
+		t.Fatalf("%d files in the drop folder, want 1", len(files))
+	}
+	checkLogClean(t, s)
 }

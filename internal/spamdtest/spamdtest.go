@@ -100,25 +100,21 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	Require(t)
-	dir, err := os.MkdirTemp(harnessBase(), "spamdtest-")
-	if err != nil {
-		t.Fatalf("spamdtest: %v", err)
-	}
+	// spamd's children run as nobody and read the files here.
+	dir := testenv.ReachableDir(t, "spamdtest-")
 	s := &Server{dir: dir, logPath: filepath.Join(dir, "spamd.log")}
 	t.Cleanup(func() {
 		if t.Failed() {
 			s.dumpLog(t)
 		}
 		s.Stop()
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("spamdtest: remove %s: %v", dir, err)
-		}
 	})
 	if err := s.prepare(); err != nil {
 		t.Fatalf("spamdtest: %v", err)
 	}
 	// The port is picked free but released before spamd binds it; another process may
 	// take it in between, so a failed start is retried with a new port.
+	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if err = s.start(); err == nil {
 			return s
@@ -131,21 +127,6 @@ func Start(t testing.TB) *Server {
 	s.dumpLog(t)
 	t.Fatalf("spamdtest: start: %v", err)
 	return nil
-}
-
-// harnessBase is the folder for the server's files: the children run as nobody and must
-// reach them, so it must be searchable by others all the way up; TMPDIR may not be.
-func harnessBase() string {
-	base := os.TempDir()
-	for d := base; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil || fi.Mode().Perm()&0o001 == 0 {
-			return "/tmp"
-		}
-		if filepath.Dir(d) == d {
-			return base
-		}
-	}
 }
 
 // prepare makes the home folder spamd's children may write (nobody's when root).

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -44,5 +45,43 @@ func TestLogBuffer(t *testing.T) {
 	}
 	if !strings.Contains(l.String(), `"message":"b"`) {
 		t.Errorf("String() = %q", l.String())
+	}
+}
+
+func TestReachableDir(t *testing.T) {
+	_, tmp := BelowClosedFolder(t)
+	for _, tc := range []struct {
+		name, tmpdir string
+		below        bool // the folder is inside tmpdir
+	}{
+		{"closed TMPDIR", tmp, false},
+		{"open TMPDIR", "/tmp", true},
+		{"long TMPDIR", "/tmp/" + strings.Repeat("x", maxReachableBase), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.below {
+				os.MkdirAll(tc.tmpdir, 0o755)
+			}
+			t.Setenv("TMPDIR", tc.tmpdir)
+			var dir string
+			t.Run("make", func(t *testing.T) {
+				dir = ReachableDir(t, "testenv-")
+				if !SearchableByOthers(dir) {
+					t.Errorf("%s is not searchable by others all the way up", dir)
+				}
+				if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o711 {
+					t.Errorf("%s: %v, %v; want mode 0711", dir, fi, err)
+				}
+				if got := strings.HasPrefix(dir, tc.tmpdir+"/"); got != tc.below {
+					t.Errorf("%s below TMPDIR %s: %v, want %v", dir, tc.tmpdir, got, tc.below)
+				}
+			})
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("%s is still there after its test: %v", dir, err)
+			}
+		})
+	}
+	if SearchableByOthers(tmp) {
+		t.Errorf("SearchableByOthers(%s) below a 0700 folder = true", tmp)
 	}
 }
