@@ -80,7 +80,7 @@ func newMetrics() *metrics {
 		Help: "Poller cycles, by poller and result (ok, error).",
 	}, []string{"poller", "result"})
 	mt.reg.MustRegister(mt.messages, mt.deliveries, mt.failedRcpts, mt.bytes, mt.duration, mt.bounces, mt.cycles,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), mt)
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), mt, readyCollector{mt})
 	return mt
 }
 

@@ -91,6 +91,10 @@ func TestMetricsAndReadiness(t *testing.T) {
 	if metricValue(body, "mxdrop_message_bytes_total", `source="mx"`) <= 0 {
 		t.Error("no bytes counted")
 	}
+	readyRE := regexp.MustCompile(`(?m)^mxdrop_ready (\S+)$`)
+	if m := readyRE.FindStringSubmatch(body); m == nil || m[1] != "1" {
+		t.Errorf("mxdrop_ready = %v while /readyz answers 200, want 1", m)
+	}
 
 	// The drop folder goes away: unready, with the reason.
 	if err := os.RemoveAll(e.drop); err != nil {
@@ -116,6 +120,10 @@ func TestMetricsAndReadiness(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("/readyz does not say why: %+v", ready)
+	}
+	_, body = httpGet(t, base+"/metrics")
+	if m := readyRE.FindStringSubmatch(body); m == nil || m[1] != "0" {
+		t.Errorf("mxdrop_ready = %v while /readyz answers 503, want 0", m)
 	}
 	os.MkdirAll(e.drop, 0o750)
 	waitUntil(t, "ready again", 20*time.Second, func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 200 })
