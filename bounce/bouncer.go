@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,7 +14,7 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
-	"github.com/mxdrop/mxdrop/importer/durable"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 )
 
 // Actions of an Outcome.
@@ -209,7 +208,7 @@ func (b *Bouncer) Process(ctx context.Context, source string, msg importer.Messa
 	if src.NoRelay {
 		out := Outcome{Action: ActionUnsent, DSN: d}
 		if src.Folder != "" {
-			p, err := WriteCopy(src.Folder, unsentName(msg), d.Data)
+			p, err := quarantine.Folder(src.Folder).WriteDSN(unsentName(msg), d.Data)
 			if err != nil {
 				return Outcome{}, fmt.Errorf("bounce: %w", err)
 			}
@@ -276,28 +275,6 @@ func (b *Bouncer) Close() error {
 
 // Outbox returns the Bouncer's outbox, nil without one.
 func (b *Bouncer) Outbox() *Outbox { return b.cfg.Outbox }
-
-// WriteCopy writes data durably into folder (created when missing) as
-// <name>.dsn.eml and returns its path: the copy of a DSN beside a quarantined
-// original called name in ImportFailed/, or an unsent DSN. An existing copy of the
-// same name is replaced. name must be a plain file name.
-func WriteCopy(folder, name string, data []byte) (string, error) {
-	if name == "" || name != filepath.Base(name) || name == "." || name == ".." {
-		return "", fmt.Errorf("write dsn copy: %q is not a file name", name)
-	}
-	if err := durable.MkdirAll(folder, 0o750); err != nil {
-		return "", fmt.Errorf("write dsn copy: %w", err)
-	}
-	file := name + ".dsn.eml"
-	err := durable.WriteFile(folder, "."+file+".tmp", folder, file, 0o640, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-	if err != nil {
-		return "", fmt.Errorf("write dsn copy: %w", err)
-	}
-	return filepath.Join(folder, file), nil
-}
 
 // OpenOptions complete Open.
 type OpenOptions struct {
@@ -366,7 +343,7 @@ func Open(cfg *configs.Config, o OpenOptions) (*Bouncer, error) {
 		s := Source{
 			ReportingMTA: topMTA,
 			NoRelay:      cfg.SMTP.Host == "",
-			Folder:       filepath.Join(c.DropFolder, importer.FailedFolder),
+			Folder:       quarantine.ForConnector(c.DropFolder).Path(),
 			Disabled:     !c.BounceEnabled(),
 		}
 		// An empty smtp block is no override (the loader may also leave it nil).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 )
 
 // The watcher's consumer interface (watcher.Bouncer), restated so a change of either
@@ -172,7 +173,7 @@ func TestRateLimitAcrossRestart(t *testing.T) {
 
 func TestProcessNoRelay(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, "drop", importer.FailedFolder)
+	folder := filepath.Join(dir, "drop", quarantine.FolderName)
 	log := &logBuffer{}
 	b, err := New(Config{
 		Default: Source{ReportingMTA: "mx.example.com", NoRelay: true},
@@ -221,29 +222,6 @@ func canceled() context.Context {
 	return ctx
 }
 
-func TestWriteCopy(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), importer.FailedFolder)
-	p, err := WriteCopy(dir, "1772596800.M1P2.mx.1", []byte("dsn"))
-	if err != nil || p != filepath.Join(dir, "1772596800.M1P2.mx.1.dsn.eml") {
-		t.Fatalf("WriteCopy = %s, %v", p, err)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "dsn" {
-		t.Errorf("content %q", b)
-	}
-	if _, err := WriteCopy(dir, "1772596800.M1P2.mx.1", []byte("again")); err != nil {
-		t.Errorf("replace: %v", err)
-	}
-	for _, bad := range []string{"", "..", "a/b"} {
-		if _, err := WriteCopy(dir, bad, nil); err == nil {
-			t.Errorf("WriteCopy accepted name %q", bad)
-		}
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("folder holds %d files (temporary files left?)", len(entries))
-	}
-}
-
 func TestNewErrors(t *testing.T) {
 	for _, cfg := range []Config{
 		{Language: "fr", Default: Source{ReportingMTA: "mx.example.com", NoRelay: true}},
@@ -290,8 +268,8 @@ func TestOpen(t *testing.T) {
 	}
 	ctx := context.Background()
 	for _, tc := range []struct{ source, action, path string }{
-		{"mx", ActionUnsent, filepath.Join(dir, "drop", importer.FailedFolder)},
-		{"empty-override", ActionUnsent, filepath.Join(dir, "drop4", importer.FailedFolder)},
+		{"mx", ActionUnsent, filepath.Join(dir, "drop", quarantine.FolderName)},
+		{"empty-override", ActionUnsent, filepath.Join(dir, "drop4", quarantine.FolderName)},
 		{"a-poller", ActionUnsent, filepath.Join(dir, "unsent")},
 		{"quiet", ActionDisabled, ""},
 		{"relayed", ActionQueued, ""},

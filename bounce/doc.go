@@ -15,10 +15,9 @@
 //
 //	res, err := imp.Import(ctx, msg)              // error: keep the message, retry
 //	dsn, err := b.Bounce(ctx, source, msg, res)   // error: keep the message, retry
-//	acknowledge, or q := importer.Quarantine(...)  // the source leaves only now
-//	if quarantined && dsn != nil {
-//		bounce.WriteCopy(filepath.Dir(q), filepath.Base(q), dsn) // <name>.dsn.eml
-//	}
+//	quarantine (with the DSN copy), acknowledge   // the source leaves only now
+//
+// importer/intake runs this sequence for every source.
 //
 // Bounce returns only once the DSN is durable in the outbox, or deliberately not
 // queued: suppressed by a rule (logged with the rule), bounce disabled, or no relay

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/durable"
+	"github.com/mxdrop/mxdrop/importer/intake"
 )
 
 // Batch limits: one batch is fetched, marked in flight in one transaction, imported,
@@ -593,14 +594,14 @@ func (p *Poller) importAndMark(state *State, f folder, b *batchRun, ahead map[st
 	for i, d := range results {
 		g := b.got[i]
 		switch d.kind {
-		case kindRetry:
+		case intake.Retry:
 			b.st.Errors++
 			continue
-		case kindDelivered:
+		case intake.Delivered:
 			b.st.Delivered++
-		case kindQuarantined:
+		case intake.Quarantined:
 			b.st.Quarantined++
-		case kindDuplicate:
+		case intake.Duplicate:
 			b.st.Duplicates++
 		}
 		e := b.byKey[g.m.Key].entry
@@ -695,9 +696,9 @@ func (p *Poller) importBatch(ctx context.Context, state *State, f folder, got []
 func (p *Poller) deliverSafe(ctx context.Context, state *State, f folder, j importJob, pending map[string]bool) (d delivery) {
 	defer func() {
 		if r := recover(); r != nil {
-			p.log.Error().Str("uid", j.g.m.Key).Str("file", f.label(j.g.m)).Str("outcome", kindRetry).
+			p.log.Error().Str("uid", j.g.m.Key).Str("file", f.label(j.g.m)).Str("outcome", string(intake.Retry)).
 				Str("error", fmt.Sprintf("panic in import: %v", r)).Msg("message")
-			d = delivery{kind: kindRetry}
+			d = delivery{kind: intake.Retry}
 		}
 	}()
 	return p.deliver(ctx, state, f, j, pending)

@@ -6,23 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/mail"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/durable"
-)
-
-// What became of one fetched message.
-const (
-	kindDelivered   = "delivered"
-	kindQuarantined = "quarantined"
-	kindDuplicate   = "duplicate"
-	kindRetry       = "retry"
+	"github.com/mxdrop/mxdrop/importer/intake"
 )
 
 // importJob is one fetched message, ready for import.
@@ -41,7 +31,7 @@ type importJob struct {
 }
 
 type delivery struct {
-	kind      string
+	kind      intake.Outcome
 	messageID string
 	dups      []string // dup keys to record
 	print     string   // the message's contentPrint, recorded with dups
@@ -50,56 +40,52 @@ type delivery struct {
 // pendingKey is the key of importBatch's pending map: a dup key and a content print.
 func pendingKey(dupKey, content string) string { return dupKey + "\x00" + content }
 
-// deliver imports one spooled message and acts on the result as the drop-folder
-// watcher does: bounce failed recipients, quarantine what cannot be delivered. It logs
-// the message's one event. Duplicate suppression comes first: a (Message-ID, account)
-// pair delivered within duplicate_window is not delivered again, and a (Message-ID,
-// failed recipient) pair is not bounced again. Providers that keep one copy per
-// recipient, each naming every recipient, would otherwise deliver N copies to each.
+// deliver hands one spooled message to the poller's intake, which imports it, bounces
+// failed recipients, quarantines what cannot be delivered and logs the message's one
+// event. Its acknowledgement only names what happens to the server copy: the batch
+// marks the message done in the state once the batch's Maildir folders are fsynced,
+// and deletes it from the server after that. Duplicate suppression comes first: a
+// (Message-ID, account) pair delivered within duplicate_window is not delivered again,
+// and a (Message-ID, failed recipient) pair is not bounced again. Providers that keep
+// one copy per recipient, each naming every recipient, would otherwise deliver N
+// copies to each.
 //
 // pending holds the dup keys recorded by earlier messages of the batch with the same
 // Message-ID, not yet in the state.
 func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJob, pending map[string]bool) delivery {
 	start := time.Now()
-	g, h, mid, recovered := j.g, j.h, j.mid, j.recovered
+	g, mid := j.g, j.mid
 	l := p.log.With().Str("uid", g.m.Key).Logger()
-	msg := importer.Message{
-		ID: f.id(g.m), Name: f.label(g.m), Size: g.size, Arrived: g.m.Arrived, Recovered: recovered,
-		Open: g.open, Header: h, Batch: j.batch, Lookup: j.lookup,
+	h := intake.Handover{
+		Msg: importer.Message{
+			ID: f.id(g.m), Name: f.label(g.m), Size: g.size, Arrived: g.m.Arrived, Recovered: j.recovered,
+			Open: g.open, Header: j.h, Batch: j.batch, Lookup: j.lookup,
+		},
+		Log: &l,
+		Ack: intake.AckFunc(func(context.Context, intake.Outcome) (string, error) { return p.serverAction(f), nil }),
 	}
-	if msg.Arrived.IsZero() {
-		msg.Arrived = arrivedFromHeader(h)
+	if h.Msg.Arrived.IsZero() {
+		h.Msg.Arrived = arrivedFromHeader(j.h)
 	}
+	sum := sha256.Sum256([]byte(h.Msg.ID))
+	h.QuarantineName = sanitize(h.Msg.Name) + "-" + hex.EncodeToString(sum[:4]) + ".eml"
 	if mid != "" {
-		env, filtered, all, err := p.filterDups(state, h, mid, j.print, pending)
+		env, filtered, all, err := p.filterDups(state, j.h, mid, j.print, pending)
 		if err != nil {
-			importer.LogResult(l, msg, importer.Result{MessageID: mid, Size: g.size}, kindRetry, fmt.Errorf("duplicate check: %w", err), start)
-			return delivery{kind: kindRetry}
+			return delivery{kind: p.in.Retry(h, importer.Result{MessageID: mid, Size: g.size}, fmt.Errorf("duplicate check: %w", err), start)}
 		}
 		if all {
-			l.Info().Str("file", msg.Name).Str("message_id", mid).Str("outcome", kindDuplicate).
-				Int64("size", g.size).Str("action", p.serverAction(f)).
-				Int64("duration_ms", time.Since(start).Milliseconds()).Msg("message")
-			return delivery{kind: kindDuplicate, messageID: mid, print: j.print}
+			return delivery{kind: p.in.Duplicate(ctx, h, mid), messageID: mid, print: j.print}
 		}
 		if filtered {
-			msg.Envelope = &env
+			h.Msg.Envelope = &env
 		}
 	}
-
-	res, err := p.im.Import(ctx, msg)
-	if err != nil {
-		importer.LogResult(l, msg, res, kindRetry, err, start)
-		return delivery{kind: kindRetry}
+	out, res := p.in.Handle(ctx, h)
+	if out == intake.Retry {
+		return delivery{kind: out}
 	}
-	var dsn []byte
-	if len(res.Failed) > 0 && p.deps.Bouncer != nil {
-		if dsn, err = p.deps.Bouncer.Bounce(ctx, p.name, msg, res); err != nil {
-			importer.LogResult(l, msg, res, kindRetry, fmt.Errorf("bounce: %w", err), start)
-			return delivery{kind: kindRetry}
-		}
-	}
-	d := delivery{messageID: mid, print: j.print}
+	d := delivery{kind: out, messageID: mid, print: j.print}
 	if mid != "" {
 		for _, dl := range res.Delivered {
 			d.dups = append(d.dups, DupKey(mid, dl.Account))
@@ -109,18 +95,6 @@ func (p *Poller) deliver(ctx context.Context, state *State, f folder, j importJo
 				d.dups = append(d.dups, DupKey(mid, "rcpt:"+n))
 			}
 		}
-	}
-	switch res.Outcome {
-	case importer.OutcomeDelivered, importer.OutcomePartial:
-		d.kind = kindDelivered
-		importer.LogResult(l, msg, res, p.serverAction(f), nil, start)
-	default:
-		if err := p.quarantine(f, g, msg, res, dsn, recovered); err != nil {
-			importer.LogResult(l, msg, res, kindRetry, fmt.Errorf("quarantine: %w", err), start)
-			return delivery{kind: kindRetry}
-		}
-		d.kind = kindQuarantined
-		importer.LogResult(l.With().Str("server", p.serverAction(f)).Logger(), msg, res, "quarantined", nil, start)
 	}
 	return d
 }
@@ -195,39 +169,6 @@ func (p *Poller) filterDups(state *State, h *importer.Header, mid, content strin
 	}
 	env.Recipients = keep
 	return env, true, false, nil
-}
-
-// quarantine writes the message into state_dir/ImportFailed/<poller>/ with its reason,
-// and the DSN beside it. A recovered message whose quarantine copy exists already is
-// not written twice.
-func (p *Poller) quarantine(f folder, g spooled, msg importer.Message, res importer.Result, dsn []byte, recovered bool) error {
-	sum := sha256.Sum256([]byte(msg.ID))
-	name := sanitize(f.label(g.m)) + "-" + hex.EncodeToString(sum[:4]) + ".eml"
-	if recovered {
-		if _, err := os.Lstat(filepath.Join(p.failedDir, name)); err == nil {
-			return nil
-		}
-	}
-	r, err := g.open()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	q, err := importer.QuarantineStream(p.failedDir, name, r, importer.NewRecord(p.name, msg.Name, res))
-	if err != nil {
-		return err
-	}
-	if dsn != nil {
-		dn := filepath.Base(q) + ".dsn.eml"
-		err := durable.WriteFile(p.failedDir, "."+dn+".tmp", p.failedDir, dn, 0o640, func(w io.Writer) error {
-			_, err := w.Write(dsn)
-			return err
-		})
-		if err != nil {
-			p.log.Warn().Err(err).Str("file", msg.Name).Msg("could not keep a copy of the DSN beside the quarantined message")
-		}
-	}
-	return nil
 }
 
 // sanitize makes a label usable as a file name.

@@ -19,17 +19,10 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/intake"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 	"github.com/mxdrop/mxdrop/pollers/imap"
 )
-
-// Bouncer turns a message's failed recipients into a DSN (watcher.Bouncer has the same
-// method, so one implementation serves both). Bounce must make the DSN durable, or
-// decide to suppress it and return a nil DSN, before it returns: the server copy is
-// acknowledged right after. The DSN it returns is kept beside a quarantined message.
-// An error means the poller keeps the message on the server and retries it.
-type Bouncer interface {
-	Bounce(ctx context.Context, source string, msg importer.Message, res importer.Result) (dsn []byte, err error)
-}
 
 // SASLFunc returns the SASL client a poller authenticates with when its auth method is
 // xoauth2. It is called for every login, so it can refresh tokens; an error fails the
@@ -40,7 +33,7 @@ type SASLFunc func(ctx context.Context, p configs.Poller) (sasl.Client, error)
 type Deps struct {
 	// Bouncer sends DSNs for failed recipients (collection mode without
 	// unknown_recipients); nil: failed recipients are only logged and quarantined.
-	Bouncer Bouncer
+	Bouncer intake.Bouncer
 	// Logger is the process logger; each poller logs through a child with
 	// component=poller and poller=<name>.
 	Logger zerolog.Logger
@@ -59,6 +52,9 @@ type Deps struct {
 	// Observe, when not nil, is called after every cycle with its figures and its
 	// error (nil on success): the metrics hook.
 	Observe func(poller string, st CycleStats, err error)
+	// ObserveMessage, when not nil, is called once per handled message, as for a
+	// connector's messages: the metrics hook.
+	ObserveMessage func(intake.Event)
 }
 
 // Poller polls one remote POP3 or IMAP account into the importer. Build it with New;
@@ -69,10 +65,10 @@ type Poller struct {
 	cfg       configs.Poller
 	keep      string // delete | forever | days, pollers_always_delete applied
 	dir       string // state_dir/pollers/<name>: state.db, state.id, spool/
-	failedDir string // state_dir/ImportFailed/<name>
 	im        *importer.Importer
-	deliverTo string // normalised deliver_to in single mode
-	workers   int    // concurrent imports within a batch
+	in        *intake.Intake // quarantine: state_dir/ImportFailed/<name>
+	deliverTo string         // normalised deliver_to in single mode
+	workers   int            // concurrent imports within a batch
 	tls       *tls.Config
 	deps      Deps
 	now       func() time.Time
@@ -193,19 +189,23 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 	if workers <= 0 {
 		workers = 1
 	}
+	log := deps.Logger.With().Str("component", "poller").Str("poller", p.Name).Logger()
 	return &Poller{
-		name:      p.Name,
-		cfg:       p,
-		keep:      keep,
-		dir:       filepath.Join(stateDir, "pollers", p.Name),
-		failedDir: filepath.Join(stateDir, importer.FailedFolder, p.Name),
-		im:        im,
+		name: p.Name,
+		cfg:  p,
+		keep: keep,
+		dir:  filepath.Join(stateDir, "pollers", p.Name),
+		im:   im,
+		in: &intake.Intake{
+			Source: p.Name, Kind: intake.KindPoller, Importer: im, Bouncer: deps.Bouncer,
+			Quarantine: quarantine.ForPoller(stateDir, p.Name), Log: log, Observe: deps.ObserveMessage,
+		},
 		deliverTo: deliverTo,
 		workers:   workers,
 		tls:       tc,
 		deps:      deps,
 		now:       now,
-		log:       deps.Logger.With().Str("component", "poller").Str("poller", p.Name).Logger(),
+		log:       log,
 	}, nil
 }
 
@@ -235,8 +235,9 @@ func (p *Poller) Active() bool { return p.cfg.IsActive() }
 // StatePath is the poller's state file.
 func (p *Poller) StatePath() string { return filepath.Join(p.dir, "state.db") }
 
-// QuarantineFolder is where the poller quarantines messages it cannot import.
-func (p *Poller) QuarantineFolder() string { return p.failedDir }
+// Intake is the poller's intake; its Quarantine is where the poller quarantines the
+// messages it cannot import, and its Replay brings them back without the server.
+func (p *Poller) Intake() *intake.Intake { return p.in }
 
 // tlsConfig returns the client TLS configuration of p: the system roots plus the
 // certificates of ca_file, verified against the configured host.

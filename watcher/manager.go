@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/mxdrop/mxdrop/importer/intake"
 )
 
 // Manager runs the watchers of all connectors and one worker pool that imports for all
@@ -179,31 +181,31 @@ func (m *Manager) runJob(j *job) {
 	}
 }
 
-func (m *Manager) doJob(j *job) Outcome {
+func (m *Manager) doJob(j *job) intake.Outcome {
 	path := j.path
 	if !j.claimed {
 		if m.intake.Err() != nil {
-			return Skipped
+			return intake.Skipped
 		}
 		// Whatever offered the path, only a regular file is claimed. An entry swapped in
 		// after this check is claimed but never followed nor read (see process).
 		fi, err := os.Lstat(path)
 		if err != nil || !m.regular(j.conn, path, fi.Mode()) {
-			return Skipped
+			return intake.Skipped
 		}
 		p, ok, err := j.cl.claim(path)
 		if err != nil {
 			j.conn.Log.Warn().Err(err).Str("file", filepath.Base(path)).Msg("claim failed")
-			return Skipped
+			return intake.Skipped
 		}
 		if !ok {
-			return Skipped
+			return intake.Skipped
 		}
 		path = p
 	}
 	// In-flight messages finish even when shutdown has begun.
 	out, last := j.conn.process(context.Background(), path, j.recovered, j.last)
-	if out == Retry && j.wg == nil && m.intake.Err() == nil {
+	if out == intake.Retry && j.wg == nil && m.intake.Err() == nil {
 		m.retryLater(&job{conn: j.conn, cl: j.cl, path: path, claimed: true, recovered: true, attempt: j.attempt + 1, last: last})
 	}
 	return out

@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
@@ -149,7 +149,7 @@ func TestRecoveredFIFONotRead(t *testing.T) {
 		t.Errorf("the link's target was delivered")
 	}
 	for _, name := range []string{"link", "fifo"} {
-		if _, err := os.Lstat(filepath.Join(c.DropFolder, importer.FailedFolder, name)); err != nil {
+		if _, err := os.Lstat(filepath.Join(c.DropFolder, quarantine.FolderName, name)); err != nil {
 			t.Errorf("%s not set aside: %v", name, err)
 		}
 	}

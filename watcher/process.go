@@ -14,27 +14,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/durable"
-)
-
-// Bouncer turns a message's failed recipients into a DSN. Bounce must make the DSN
-// durable (or decide to suppress it, returning a nil DSN) before it returns: the source
-// file is acknowledged right after. It returns the DSN it built, which is kept beside a
-// quarantined original. An error means the source must keep the message and retry.
-type Bouncer interface {
-	Bounce(ctx context.Context, source string, msg importer.Message, res importer.Result) (dsn []byte, err error)
-}
-
-// Outcome of processing one claimed file, for counters.
-type Outcome int
-
-const (
-	Imported    Outcome = iota // delivered to every (or some) account
-	Quarantined                // moved to ImportFailed/
-	Retry                      // transient error: kept in the claims folder
-	Skipped                    // not taken (claimed elsewhere, vanished)
+	"github.com/mxdrop/mxdrop/importer/intake"
 )
 
 // Connector is one drop folder's immutable processing setup. A configuration reload
@@ -51,12 +33,10 @@ type Connector struct {
 	// on a share (0: 2m); this instance renews its own every ClaimLease/3.
 	ClaimLease   time.Duration
 	KeepImported bool
-	Importer     *importer.Importer
-	Bouncer      Bouncer // nil: no DSNs
-	Log          zerolog.Logger
-	// Observe, when not nil, is called once per processed file with the import's
-	// result and what became of the file: the metrics hook.
-	Observe func(connector string, res importer.Result, out Outcome, d time.Duration)
+	// Intake imports, bounces, quarantines (into the drop folder's ImportFailed/),
+	// logs and counts the claimed files; the connector acknowledges them.
+	Intake *intake.Intake
+	Log    zerolog.Logger
 }
 
 // watchDir is the folder files arrive in: new/ when the drop folder is itself a
@@ -97,21 +77,41 @@ func identity(path string) (id string, size int64, mtime time.Time, err error) {
 	return id, fi.Size(), mtime, nil
 }
 
-// process imports one claimed file and acknowledges it: removed (or moved to
-// Imported/) once every delivery and DSN is durable, or quarantined in ImportFailed/.
-// On a transient error the file stays claimed and Retry is returned.
-// last is what an earlier attempt on the file delivered, or nil; the one returned is
-// what the next attempt needs to know.
-func (c *Connector) process(ctx context.Context, path string, recovered bool, last *delivered) (Outcome, *delivered) {
+// process hands one claimed file to the intake and acknowledges it: removed (or moved
+// to Imported/) once every delivery and DSN is durable; quarantine moves it to
+// ImportFailed/ itself. On a transient error the file stays claimed and Retry is
+// returned. last is what an earlier attempt on the file delivered, or nil; the one
+// returned is what the next attempt needs to know.
+func (c *Connector) process(ctx context.Context, path string, recovered bool, last *delivered) (intake.Outcome, *delivered) {
 	start := time.Now()
-	var res importer.Result
-	var msg importer.Message
-	out := c.processResult(ctx, path, recovered, last, start, &msg, &res)
-	if c.Observe != nil {
-		c.Observe(c.Name, res, out, time.Since(start))
+	id, size, mtime, err := identity(path)
+	h := intake.Handover{File: path, Ack: intake.AckFunc(func(_ context.Context, out intake.Outcome) (string, error) {
+		if out == intake.Quarantined {
+			return "", nil // moved to ImportFailed/ by the quarantine
+		}
+		if c.KeepImported {
+			return "kept", moveInto(filepath.Join(c.DropFolder, ImportedFolder), path)
+		}
+		return "removed", os.Remove(path)
+	})}
+	h.Msg = importer.Message{
+		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
+		Open: func() (io.ReadCloser, error) { return openRegular(path) },
 	}
-	if out == Retry && (res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial) {
-		return out, &delivered{msg: msg, res: res}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return c.vanished(path, last, start), last
+	case errors.Is(err, errNotRegular):
+		// Renaming moves the entry itself, never what a link points to: it is
+		// quarantined unread.
+		res := importer.Result{Outcome: importer.OutcomeRejected, Reason: "not_regular_file", Detail: err.Error()}
+		return c.Intake.Reject(ctx, h, res), last
+	case err != nil:
+		return c.Intake.Retry(h, importer.Result{}, fmt.Errorf("claimed file unreadable: %w", err), start), last
+	}
+	out, res := c.Intake.Handle(ctx, h)
+	if out == intake.Retry && (res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial) {
+		return out, &delivered{msg: h.Msg, res: res}
 	}
 	return out, last
 }
@@ -140,100 +140,23 @@ func (d *delivered) found() bool {
 // only its acknowledgement, and a DSN still owed, go with the file. Otherwise its
 // content is gone undelivered, which is reported once, at error level. Either way no
 // retry can do more.
-func (c *Connector) vanished(path string, last *delivered, resp *importer.Result) Outcome {
+func (c *Connector) vanished(path string, last *delivered, start time.Time) intake.Outcome {
 	name := filepath.Base(path)
 	if last != nil && last.found() {
-		resp.Outcome = last.res.Outcome
 		ev := c.Log.Warn().Str("file", name).Str("outcome", "vanished").Strs("accounts", last.res.SortedAccounts())
 		if len(last.res.Failed) > 0 {
 			ev = ev.Strs("failed", last.res.FailedRecipients())
 		}
 		ev.Msg("claimed file removed by someone else after its delivery: finished, no DSN sent for its failed recipients")
-		return Imported
+		if in := c.Intake; in.Observe != nil {
+			in.Observe(intake.Event{Source: in.Source, Kind: in.Kind, Outcome: intake.Delivered,
+				Result: importer.Result{Outcome: last.res.Outcome}, Duration: time.Since(start)})
+		}
+		return intake.Delivered
 	}
 	c.Log.Error().Str("file", name).Str("outcome", "vanished").
 		Msg("claimed file removed by someone else before its delivery was complete: nothing left to import; not retried")
-	return Skipped
-}
-
-func (c *Connector) processResult(ctx context.Context, path string, recovered bool, last *delivered, start time.Time, msgp *importer.Message, resp *importer.Result) Outcome {
-	id, size, mtime, err := identity(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return c.vanished(path, last, resp)
-	case errors.Is(err, errNotRegular):
-		// Renaming moves the entry itself, never what a link points to.
-		res := importer.Result{Outcome: importer.OutcomeRejected, Reason: "not_regular_file", Detail: err.Error()}
-		*resp = res
-		folder := filepath.Join(c.DropFolder, importer.FailedFolder)
-		if _, qerr := importer.Quarantine(folder, path, importer.NewRecord(c.Name, filepath.Base(path), res)); qerr != nil {
-			c.Log.Error().Err(qerr).Str("file", filepath.Base(path)).Msg("claimed entry is not a regular file and cannot be quarantined")
-			return Retry
-		}
-		c.Log.Warn().Str("file", filepath.Base(path)).Str("outcome", "quarantined").Str("reason", "not_regular_file").
-			Str("detail", err.Error()).Msg("claimed entry is not a regular file: quarantined unread")
-		return Quarantined
-	case err != nil:
-		c.Log.Error().Err(err).Str("file", filepath.Base(path)).Msg("claimed file unreadable")
-		return Retry
-	}
-	msg := importer.Message{
-		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
-		Open: func() (io.ReadCloser, error) { return openRegular(path) },
-	}
-	*msgp = msg
-	res, err := c.Importer.Import(ctx, msg)
-	*resp = res
-	if err != nil {
-		importer.LogResult(c.Log, msg, res, "retry", err, start)
-		return Retry
-	}
-	switch res.Outcome {
-	case importer.OutcomeDelivered, importer.OutcomePartial:
-		if len(res.Failed) > 0 && c.Bouncer != nil {
-			if _, err := c.Bouncer.Bounce(ctx, c.Name, msg, res); err != nil {
-				importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("bounce: %w", err), start)
-				return Retry
-			}
-		}
-		action := "removed"
-		if c.KeepImported {
-			action = "kept"
-			err = moveInto(filepath.Join(c.DropFolder, ImportedFolder), path)
-		} else {
-			err = os.Remove(path)
-		}
-		if err != nil {
-			importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("acknowledge: %w", err), start)
-			return Retry
-		}
-		importer.LogResult(c.Log, msg, res, action, nil, start)
-		return Imported
-	default:
-		// The DSN is durable before the original leaves the claims folder: a crash in
-		// between re-imports the message, and the outbox recognises the DSN by the
-		// message identity.
-		var dsn []byte
-		if len(res.Failed) > 0 && c.Bouncer != nil {
-			if dsn, err = c.Bouncer.Bounce(ctx, c.Name, msg, res); err != nil {
-				importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("bounce: %w", err), start)
-				return Retry
-			}
-		}
-		folder := filepath.Join(c.DropFolder, importer.FailedFolder)
-		q, err := importer.Quarantine(folder, path, importer.NewRecord(c.Name, msg.Name, res))
-		if err != nil {
-			importer.LogResult(c.Log, msg, res, "retry", fmt.Errorf("quarantine: %w", err), start)
-			return Retry
-		}
-		if dsn != nil {
-			if _, err := bounce.WriteCopy(folder, filepath.Base(q), dsn); err != nil {
-				c.Log.Warn().Err(err).Str("file", msg.Name).Msg("could not keep a copy of the DSN beside the quarantined message")
-			}
-		}
-		importer.LogResult(c.Log, msg, res, "quarantined", nil, start)
-		return Quarantined
-	}
+	return intake.Skipped
 }
 
 // moveInto renames path into folder (created when missing) under a free name.

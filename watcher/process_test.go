@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/intake"
 	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
@@ -20,7 +21,7 @@ import (
 // forever; it is given up at once.
 func TestProcessVanishedClaim(t *testing.T) {
 	c, _ := testConnector(t)
-	if got, _ := c.process(context.Background(), filepath.Join(c.DropFolder, "gone.eml"), true, nil); got != Skipped {
+	if got, _ := c.process(context.Background(), filepath.Join(c.DropFolder, "gone.eml"), true, nil); got != intake.Skipped {
 		t.Errorf("vanished claim: outcome %v, want Skipped (not Retry)", got)
 	}
 }
@@ -37,7 +38,7 @@ func TestProcessNotRegular(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := c.process(context.Background(), link, false, nil); got != Quarantined {
+	if got, _ := c.process(context.Background(), link, false, nil); got != intake.Quarantined {
 		t.Fatalf("symbolic link: outcome %v, want Quarantined", got)
 	}
 	q := filepath.Join(c.DropFolder, "ImportFailed", "link.eml")
@@ -101,7 +102,7 @@ func TestClaimRemovedAfterDelivery(t *testing.T) {
 			c, root := testConnector(t)
 			var logs testenv.LogBuffer
 			c.Log = zerolog.New(&logs)
-			c.Bouncer = &removingBouncer{t: t, drop: c.DropFolder, alsoCopies: copiesGone}
+			c.Intake.Bouncer = &removingBouncer{t: t, drop: c.DropFolder, alsoCopies: copiesGone}
 			m := NewManager("daemon", 1, zerolog.Nop())
 			m.retryFirst = 20 * time.Millisecond
 			ctx, cancel := context.WithCancel(context.Background())

@@ -21,6 +21,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
+
+	"github.com/mxdrop/mxdrop/importer/intake"
 )
 
 // RescanEvery is the safety-net rescan interval of every drop folder.
@@ -54,15 +56,15 @@ type Counts struct {
 	Waiting atomic.Int64
 }
 
-func (c *Counts) add(o Outcome) {
+func (c *Counts) add(o intake.Outcome) {
 	switch o {
-	case Imported:
+	case intake.Delivered:
 		c.Imported.Add(1)
-	case Quarantined:
+	case intake.Quarantined:
 		c.Quarantined.Add(1)
-	case Retry:
+	case intake.Retry:
 		c.Retry.Add(1)
-	case Skipped:
+	case intake.Skipped:
 		c.Skipped.Add(1)
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/intake"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 )
 
 // testConnector returns a connector over a fresh drop folder delivering to two accounts.
@@ -34,7 +36,8 @@ func testConnector(t *testing.T) (*Connector, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Connector{Name: "mx", DropFolder: drop, Settle: 300 * time.Millisecond, Importer: im, Log: zerolog.Nop()}, root
+	in := &intake.Intake{Source: "mx", Kind: intake.KindConnector, Importer: im, Quarantine: quarantine.ForConnector(drop), Log: zerolog.Nop()}
+	return &Connector{Name: "mx", DropFolder: drop, Settle: 300 * time.Millisecond, Intake: in, Log: zerolog.Nop()}, root
 }
 
 func message(id int, rcpts ...string) []byte {
@@ -204,12 +207,12 @@ func TestOnceImportsAndQuarantines(t *testing.T) {
 	}
 	left, _ := os.ReadDir(c.DropFolder)
 	for _, e := range left {
-		if e.Name() != importer.FailedFolder && e.Name() != WorkDir {
+		if e.Name() != quarantine.FolderName && e.Name() != WorkDir {
 			t.Errorf("left in drop folder: %s", e.Name())
 		}
 	}
 	for _, n := range []string{"unknown", "unknown.json", "empty", "empty.json"} {
-		if _, err := os.Stat(filepath.Join(c.DropFolder, importer.FailedFolder, n)); err != nil {
+		if _, err := os.Stat(filepath.Join(c.DropFolder, quarantine.FolderName, n)); err != nil {
 			t.Errorf("ImportFailed/%s: %v", n, err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/intake"
 	"github.com/mxdrop/mxdrop/pollers"
 	"github.com/mxdrop/mxdrop/watcher"
 )
@@ -52,7 +53,7 @@ func newMetrics() *metrics {
 	mt := &metrics{reg: prometheus.NewRegistry()}
 	mt.messages = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mxdrop_messages_total",
-		Help: "Messages processed, by source (connector or poller), kind and outcome (delivered, partial, failed, rejected, retry).",
+		Help: "Messages processed, by source (connector or poller), kind and outcome (delivered, partial, failed, rejected, retry; duplicate for pollers).",
 	}, []string{"source", "kind", "outcome"})
 	mt.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mxdrop_deliveries_total",
@@ -68,7 +69,7 @@ func newMetrics() *metrics {
 	}, []string{"source"})
 	mt.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "mxdrop_import_duration_seconds",
-		Help:    "Time to import one drop-folder file, durable deliveries and acknowledgement included.",
+		Help:    "Time to import one message (a drop-folder file, a polled message), durable deliveries and acknowledgement included.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 	}, []string{"source"})
 	mt.bounces = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -84,18 +85,20 @@ func newMetrics() *metrics {
 	return mt
 }
 
-// observeFile is the watcher's Observe hook.
-func (mt *metrics) observeFile(conn string, res importer.Result, out watcher.Outcome, d time.Duration) {
-	if out == watcher.Skipped {
+// observeMessage is the intake's Observe hook, for connectors and pollers alike.
+func (mt *metrics) observeMessage(ev intake.Event) {
+	var outcome string
+	switch ev.Outcome {
+	case intake.Skipped:
 		return
+	case intake.Retry, intake.Duplicate:
+		outcome = string(ev.Outcome)
+	default:
+		outcome = string(ev.Result.Outcome)
 	}
-	outcome := string(res.Outcome)
-	if out == watcher.Retry {
-		outcome = "retry"
-	}
-	mt.messages.WithLabelValues(conn, "connector", outcome).Inc()
-	mt.observeResult(conn, res)
-	mt.duration.WithLabelValues(conn).Observe(d.Seconds())
+	mt.messages.WithLabelValues(ev.Source, ev.Kind, outcome).Inc()
+	mt.observeResult(ev.Source, ev.Result)
+	mt.duration.WithLabelValues(ev.Source).Observe(ev.Duration.Seconds())
 }
 
 func (mt *metrics) observeResult(source string, res importer.Result) {
@@ -121,9 +124,10 @@ func (mt *metrics) observeCycle(poller string, st pollers.CycleStats, err error)
 		result = "error"
 	}
 	mt.cycles.WithLabelValues(poller, result).Inc()
-	mt.messages.WithLabelValues(poller, "poller", "delivered").Add(float64(st.Delivered))
-	mt.messages.WithLabelValues(poller, "poller", "failed").Add(float64(st.Quarantined))
-	mt.deliveries.WithLabelValues(poller, "inbox").Add(0) // the series exists from the first cycle
+	// The series exist from the first cycle, as a connector's exist from its first file.
+	mt.deliveries.WithLabelValues(poller, "inbox").Add(0)
+	mt.messages.WithLabelValues(poller, intake.KindPoller, string(importer.OutcomeDelivered)).Add(0)
+	mt.messages.WithLabelValues(poller, intake.KindPoller, string(importer.OutcomeFailed)).Add(0)
 }
 
 // observeBounce is the bouncer's Observe hook.
@@ -149,7 +153,7 @@ var (
 	oldestDesc = prometheus.NewDesc("mxdrop_drop_folder_oldest_age_seconds",
 		"Age of the oldest file waiting in a connector's drop folder; 0 when it is empty.", []string{"connector"}, nil)
 	quarantineDesc = prometheus.NewDesc("mxdrop_import_failed_files",
-		"Quarantined messages in a connector's ImportFailed folder.", []string{"connector"}, nil)
+		"Quarantined messages in a source's ImportFailed folder; the label names the connector or poller.", []string{"connector"}, nil)
 	outboxDesc = prometheus.NewDesc("mxdrop_outbox_queued",
 		"DSNs waiting in the outbox for the relay.", nil, nil)
 	outboxOldestDesc = prometheus.NewDesc("mxdrop_outbox_oldest_age_seconds",
@@ -185,7 +189,7 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(n), c.Name)
 		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age, c.Name)
-		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.GaugeValue, float64(countQuarantined(c.DropFolder)), c.Name)
+		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.GaugeValue, float64(c.Intake.Quarantine.Count()), c.Name)
 	}
 	for _, h := range l.m.Health() {
 		up := 0.0
@@ -228,6 +232,7 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(pollerSuccessDesc, prometheus.GaugeValue, ts, h.Poller)
 		ch <- prometheus.MustNewConstMetric(pollerErrorsDesc, prometheus.GaugeValue, float64(h.Errors), h.Poller)
+		ch <- prometheus.MustNewConstMetric(quarantineDesc, prometheus.GaugeValue, float64(p.Intake().Quarantine.Count()), h.Poller)
 	}
 }
 
@@ -256,21 +261,6 @@ func folderBacklog(c *watcher.Connector) (int, time.Time) {
 		}
 	}
 	return n, oldest
-}
-
-func countQuarantined(drop string) int {
-	entries, err := os.ReadDir(filepath.Join(drop, importer.FailedFolder))
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, e := range entries {
-		name := e.Name()
-		if e.Type().IsRegular() && !strings.HasPrefix(name, ".") && !strings.HasSuffix(name, ".json") && !strings.HasSuffix(name, ".dsn.eml") {
-			n++
-		}
-	}
-	return n
 }
 
 // check is one line of /readyz's answer.

@@ -19,7 +19,9 @@ import (
 	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/intake"
 	"github.com/mxdrop/mxdrop/importer/lmtp"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 	"github.com/mxdrop/mxdrop/importer/spam"
 	"github.com/mxdrop/mxdrop/pollers"
 	"github.com/mxdrop/mxdrop/pollers/oauth"
@@ -127,6 +129,17 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 		if err != nil {
 			return nil, fmt.Errorf("connector %s: %w", c.Name, err)
 		}
+		cl := log.With().Str("component", "watcher").Str("connector", c.Name).Logger()
+		in := &intake.Intake{
+			Source: c.Name, Kind: intake.KindConnector, Importer: im,
+			Quarantine: quarantine.ForConnector(c.DropFolder), Log: cl,
+		}
+		if bouncer != nil {
+			in.Bouncer = bouncer
+		}
+		if mt != nil {
+			in.Observe = mt.observeMessage
+		}
 		a.connectors = append(a.connectors, &watcher.Connector{
 			Name:         c.Name,
 			DropFolder:   c.DropFolder,
@@ -135,15 +148,9 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 			PollInterval: c.PollInterval.D(),
 			ClaimLease:   c.ClaimLease.D(),
 			KeepImported: c.KeepImported,
-			Importer:     im,
-			Log:          log.With().Str("component", "watcher").Str("connector", c.Name).Logger(),
+			Intake:       in,
+			Log:          cl,
 		})
-		if bouncer != nil {
-			a.connectors[len(a.connectors)-1].Bouncer = bouncer
-		}
-		if mt != nil {
-			a.connectors[len(a.connectors)-1].Observe = mt.observeFile
-		}
 	}
 	deps := pollers.Deps{Logger: log, Spam: classifier, Target: target}
 	if tokens != nil {
@@ -151,6 +158,7 @@ func build(cfg *configs.Config, log zerolog.Logger, bouncer *bounce.Bouncer, mt 
 	}
 	if mt != nil {
 		deps.Observe = mt.observeCycle
+		deps.ObserveMessage = mt.observeMessage
 	}
 	if bouncer != nil {
 		deps.Bouncer = bouncer
@@ -180,7 +188,7 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 	}
 	bouncer, err := bounce.Open(cfg, bounce.OpenOptions{
 		Log:          log,
-		UnsentFolder: filepath.Join(cfg.StateDir, importer.FailedFolder),
+		UnsentFolder: filepath.Join(cfg.StateDir, quarantine.FolderName),
 		OAuth: func(relay string, _ configs.SMTP) (bounce.SASLSource, error) {
 			src, err := tokens.Relay(relay)
 			if err != nil {

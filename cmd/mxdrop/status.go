@@ -6,13 +6,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/mxdrop/mxdrop/bounce"
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 	"github.com/mxdrop/mxdrop/pollers"
 	"github.com/mxdrop/mxdrop/watcher"
 )
@@ -23,7 +23,7 @@ import (
 // so it never disturbs a running daemon.
 func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error {
 	fs := subFlags("status", &configPath, stderr)
-	newest := fs.Int("reasons", 5, "how many of the newest quarantine reasons to show per connector")
+	newest := fs.Int("reasons", 5, "how many of the newest quarantine reasons to show per connector or poller")
 	cfg, err := parseAndLoad(fs, args, &configPath)
 	if err != nil {
 		return err
@@ -44,15 +44,7 @@ func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "    backlog         %d files, oldest %s\n", n, age)
 		ch := watcher.ChooseMode(existingFolder(watchFolder(c.DropFolder)), c.Watch)
 		fmt.Fprintf(stdout, "    watch           %s (%s)\n", ch.Mode, ch.Reason)
-		reasons := newestReasons(filepath.Join(c.DropFolder, importer.FailedFolder), *newest)
-		fmt.Fprintf(stdout, "    ImportFailed    %d messages\n", countQuarantined(c.DropFolder))
-		for _, r := range reasons {
-			var rcpts []string
-			for _, f := range r.Recipients {
-				rcpts = append(rcpts, f.Recipient+" "+f.Status)
-			}
-			fmt.Fprintf(stdout, "      %s  %s  %s  %s %s\n", r.Time.Local().Format(time.DateTime), r.File, r.Reason, r.Sender, strings.Join(rcpts, ", "))
-		}
+		printQuarantine(stdout, quarantine.ForConnector(c.DropFolder), *newest)
 	}
 
 	quotaStatus(stdout, cfg.Accounts)
@@ -76,6 +68,7 @@ func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error
 			state = "inactive"
 		}
 		fmt.Fprintf(stdout, "  %s (%s) %s://%s\n", p.Name, state, p.Protocol, p.Host)
+		printQuarantine(stdout, quarantine.ForPoller(cfg.StateDir, p.Name), *newest)
 		if err != nil {
 			fmt.Fprintf(stdout, "    no cycle recorded yet\n")
 			continue
@@ -131,41 +124,27 @@ func when(t, now time.Time) string {
 	return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.DateTime), now.Sub(t).Round(time.Second))
 }
 
-// newestReasons returns up to n of the newest quarantine reason files in folder.
-func newestReasons(folder string, n int) []importer.Record {
-	entries, err := os.ReadDir(folder)
-	if err != nil {
-		return nil
-	}
-	type named struct {
-		path string
-		mod  time.Time
-	}
-	var files []named
+// printQuarantine prints how many messages a quarantine folder holds and the reasons
+// of up to n of the newest.
+func printQuarantine(w io.Writer, q quarantine.Folder, n int) {
+	entries, _ := q.List()
+	fmt.Fprintf(w, "    ImportFailed    %d messages\n", len(entries))
+	shown := 0
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		if fi, err := e.Info(); err == nil {
-			files = append(files, named{filepath.Join(folder, e.Name()), fi.ModTime()})
-		}
-	}
-	sort.Slice(files, func(i, j int) bool { return files[i].mod.After(files[j].mod) })
-	var out []importer.Record
-	for _, f := range files {
-		if len(out) == n {
+		r := e.Record
+		if shown == n {
 			break
 		}
-		b, err := os.ReadFile(f.path)
-		if err != nil {
+		if r == nil || r.Reason == "" {
 			continue
 		}
-		var r importer.Record
-		if json.Unmarshal(b, &r) == nil && r.Reason != "" {
-			out = append(out, r)
+		shown++
+		var rcpts []string
+		for _, f := range r.Recipients {
+			rcpts = append(rcpts, f.Recipient+" "+f.Status)
 		}
+		fmt.Fprintf(w, "      %s  %s  %s  %s %s\n", r.Time.Local().Format(time.DateTime), r.File, r.Reason, r.Sender, strings.Join(rcpts, ", "))
 	}
-	return out
 }
 
 // outboxOnDisk reads the outbox's queue and failed folders without opening the outbox

@@ -1,4 +1,4 @@
-package importer
+package quarantine
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/mxdrop/mxdrop/importer"
 )
 
 // readRecord decodes the reason file beside path, both as a Record and as a map (to see
@@ -35,18 +37,18 @@ func readRecord(t *testing.T, path string) (Record, map[string]any) {
 }
 
 func sampleRecord() Record {
-	return NewRecord("mx", "m.eml", Result{
-		Outcome: OutcomeFailed, Reason: "no_deliverable_recipient", Detail: "no recipient could be delivered",
+	return NewRecord("mx", "m.eml", importer.Result{
+		Outcome: importer.OutcomeFailed, Reason: "no_deliverable_recipient", Detail: "no recipient could be delivered",
 		MessageID: "<x@example.org>", Size: 123,
-		Envelope: Envelope{Sender: "bob@example.org", SenderKnown: true, Recipients: []string{"nobody@example.com"}},
-		Failed:   []Failure{{Recipient: "nobody@example.com", Status: "5.1.1", Reason: "mailbox unknown", Rule: "unknown"}},
+		Envelope: importer.Envelope{Sender: "bob@example.org", SenderKnown: true, Recipients: []string{"nobody@example.com"}},
+		Failed:   []importer.Failure{{Recipient: "nobody@example.com", Status: "5.1.1", Reason: "mailbox unknown", Rule: "unknown"}},
 		Ignored:  []string{"x@elsewhere.example"},
 	})
 }
 
 func TestQuarantine(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, "drop", FailedFolder)
+	folder := filepath.Join(dir, "drop", FolderName)
 	src := filepath.Join(dir, "drop", "m.eml")
 	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
 		t.Fatal(err)
@@ -57,7 +59,7 @@ func TestQuarantine(t *testing.T) {
 	}
 	before, _ := os.Stat(src)
 	rec := sampleRecord()
-	got, err := Quarantine(folder, src, rec)
+	got, err := Folder(folder).Move(src, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func TestQuarantine(t *testing.T) {
 			t.Errorf("reason file lacks %q: %v", k, m)
 		}
 	}
-	if back.Source != "mx" || back.File != "m.eml" || back.Outcome != OutcomeFailed || back.Reason != "no_deliverable_recipient" ||
+	if back.Source != "mx" || back.File != "m.eml" || back.Outcome != importer.OutcomeFailed || back.Reason != "no_deliverable_recipient" ||
 		back.Sender != "bob@example.org" || back.Size != 123 || len(back.Recipients) != 1 || back.Recipients[0].Status != "5.1.1" ||
 		!slices.Equal(back.Ignored, []string{"x@elsewhere.example"}) || time.Since(back.Time) > time.Minute {
 		t.Errorf("record %+v", back)
@@ -95,7 +97,7 @@ func TestQuarantine(t *testing.T) {
 
 func TestQuarantineCollisions(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, FailedFolder)
+	folder := filepath.Join(dir, FolderName)
 	var paths []string
 	for i := range 3 {
 		src := filepath.Join(dir, "in", string(rune('a'+i)), "m")
@@ -105,7 +107,7 @@ func TestQuarantineCollisions(t *testing.T) {
 		if err := os.WriteFile(src, []byte{byte('0' + i)}, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		p, err := Quarantine(folder, src, sampleRecord())
+		p, err := Folder(folder).Move(src, sampleRecord())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +128,7 @@ func TestQuarantineCollisions(t *testing.T) {
 // by that reason file.
 func TestQuarantineReasonFileNameClash(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, FailedFolder)
+	folder := filepath.Join(dir, FolderName)
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
@@ -135,10 +137,10 @@ func TestQuarantineReasonFileNameClash(t *testing.T) {
 		return p
 	}
 	// First a message called "m.json", then one called "m".
-	if _, err := Quarantine(folder, write("m.json", "the first message"), sampleRecord()); err != nil {
+	if _, err := Folder(folder).Move(write("m.json", "the first message"), sampleRecord()); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Quarantine(folder, write("m", "the second message"), sampleRecord())
+	p, err := Folder(folder).Move(write("m", "the second message"), sampleRecord())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +153,7 @@ func TestQuarantineReasonFileNameClash(t *testing.T) {
 // A reason file without its message (a crash between the two) is reused.
 func TestQuarantineLeftoverReason(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, FailedFolder)
+	folder := filepath.Join(dir, FolderName)
 	if err := os.MkdirAll(folder, 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +164,7 @@ func TestQuarantineLeftoverReason(t *testing.T) {
 	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Quarantine(folder, src, sampleRecord())
+	p, err := Folder(folder).Move(src, sampleRecord())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +178,8 @@ func TestQuarantineLeftoverReason(t *testing.T) {
 
 func TestQuarantineMissingSource(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, FailedFolder)
-	if _, err := Quarantine(folder, filepath.Join(dir, "gone"), sampleRecord()); err == nil {
+	folder := filepath.Join(dir, FolderName)
+	if _, err := Folder(folder).Move(filepath.Join(dir, "gone"), sampleRecord()); err == nil {
 		t.Fatal("no error for a missing source")
 	}
 	if names := listDir(t, folder); len(names) != 0 {
@@ -186,11 +188,11 @@ func TestQuarantineMissingSource(t *testing.T) {
 }
 
 func TestQuarantineStream(t *testing.T) {
-	folder := filepath.Join(t.TempDir(), FailedFolder)
+	folder := filepath.Join(t.TempDir(), FolderName)
 	content := strings.Repeat("line\r\n", 50_000)
 	var names []string
 	for range 2 {
-		p, err := QuarantineStream(folder, "pop3-alice-17.eml", strings.NewReader(content), sampleRecord())
+		p, err := Folder(folder).Write("pop3-alice-17.eml", strings.NewReader(content), sampleRecord())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,9 +213,9 @@ func TestQuarantineStream(t *testing.T) {
 // A source that fails half way leaves nothing behind: no message, no reason file, no
 // temporary file.
 func TestQuarantineStreamReaderError(t *testing.T) {
-	folder := filepath.Join(t.TempDir(), FailedFolder)
+	folder := filepath.Join(t.TempDir(), FolderName)
 	r := io.MultiReader(strings.NewReader("Subject: x\n\npartial"), errReader{syscall.ECONNRESET})
-	if _, err := QuarantineStream(folder, "m", r, sampleRecord()); !errors.Is(err, syscall.ECONNRESET) {
+	if _, err := Folder(folder).Write("m", r, sampleRecord()); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("err = %v", err)
 	}
 	if got := listDir(t, folder); len(got) != 0 {
@@ -223,16 +225,143 @@ func TestQuarantineStreamReaderError(t *testing.T) {
 
 func TestNewRecordSender(t *testing.T) {
 	for _, tc := range []struct {
-		env  Envelope
+		env  importer.Envelope
 		want string
 	}{
-		{Envelope{Sender: "bob@example.org", SenderKnown: true}, "bob@example.org"},
-		{Envelope{Sender: "", SenderKnown: true}, "<>"},
-		{Envelope{}, ""},
+		{importer.Envelope{Sender: "bob@example.org", SenderKnown: true}, "bob@example.org"},
+		{importer.Envelope{Sender: "", SenderKnown: true}, "<>"},
+		{importer.Envelope{}, ""},
 	} {
-		if got := NewRecord("s", "f", Result{Envelope: tc.env}).Sender; got != tc.want {
+		if got := NewRecord("s", "f", importer.Result{Envelope: tc.env}).Sender; got != tc.want {
 			t.Errorf("sender of %+v = %q, want %q", tc.env, got, tc.want)
 		}
+	}
+}
+
+func TestWriteDSN(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), FolderName)
+	f := Folder(dir)
+	p, err := f.WriteDSN("1772596800.M1P2.mx.1", []byte("dsn"))
+	if err != nil || p != filepath.Join(dir, "1772596800.M1P2.mx.1.dsn.eml") {
+		t.Fatalf("WriteDSN = %s, %v", p, err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "dsn" {
+		t.Errorf("content %q", b)
+	}
+	if _, err := f.WriteDSN("1772596800.M1P2.mx.1", []byte("again")); err != nil {
+		t.Errorf("replace: %v", err)
+	}
+	for _, bad := range []string{"", "..", "a/b"} {
+		if _, err := f.WriteDSN(bad, nil); err == nil {
+			t.Errorf("WriteDSN accepted name %q", bad)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("folder holds %d files (temporary files left?)", len(entries))
+	}
+}
+
+// List and Count see messages only: not reason files, DSN copies (of a quarantined
+// message, or unsent ones), temporary files; but a message named like a reason file is
+// one.
+func TestListCountRemove(t *testing.T) {
+	dir := t.TempDir()
+	f := ForConnector(filepath.Join(dir, "drop"))
+	src := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("Subject: x\n\nx"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rec := sampleRecord()
+	rec.ID, rec.Arrived = "m.eml|13|1|2", time.Unix(1772596800, 0).UTC()
+	if _, err := f.Move(src("m.eml"), rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteDSN("m.eml", []byte("dsn")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Move(src("n.json"), sampleRecord()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteDSN("unsent", []byte("dsn")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.Path(), ".x.tmp"), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.Count(); n != 2 {
+		t.Errorf("Count = %d, want 2", n)
+	}
+	l, err := f.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]Entry{}
+	for _, e := range l {
+		byName[e.Name] = e
+	}
+	m, ok := byName["m.eml"]
+	if len(l) != 2 || !ok || byName["n.json"].Record == nil {
+		t.Fatalf("List = %+v", l)
+	}
+	if !m.DSN || m.Record == nil || m.Record.ID != rec.ID || !m.Record.Arrived.Equal(rec.Arrived) || m.Record.Source != "mx" {
+		t.Errorf("entry %+v record %+v", m, m.Record)
+	}
+	if err := f.Remove("m.eml"); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, f.Path()); !slices.Equal(got, []string{".x.tmp", "n.json", "n.json.json", "unsent.dsn.eml"}) {
+		t.Errorf("after Remove the folder holds %v", got)
+	}
+	if ForConnector(filepath.Join(dir, "none")).Count() != 0 {
+		t.Error("a missing folder is not empty")
+	}
+}
+
+// A replayed message that fails again stays where it is, with its new reason.
+func TestMoveInPlace(t *testing.T) {
+	f := Folder(filepath.Join(t.TempDir(), FolderName))
+	p, err := f.Write("m", strings.NewReader("x"), sampleRecord())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := sampleRecord()
+	rec.Reason = "again"
+	q, err := f.Move(p, rec)
+	if err != nil || q != p {
+		t.Fatalf("Move = %s, %v", q, err)
+	}
+	if back, _ := readRecord(t, p); back.Reason != "again" {
+		t.Errorf("reason %q", back.Reason)
+	}
+	if got := listDir(t, f.Path()); !slices.Equal(got, []string{"m", "m.json"}) {
+		t.Errorf("folder holds %v", got)
+	}
+}
+
+func TestRestore(t *testing.T) {
+	dir := t.TempDir()
+	f := Folder(filepath.Join(dir, FolderName))
+	if _, err := f.Write("m", strings.NewReader("x"), sampleRecord()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteDSN("m", []byte("dsn")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Restore("m", dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "m")); string(b) != "x" {
+		t.Errorf("restored %q", b)
+	}
+	if got := listDir(t, f.Path()); len(got) != 0 {
+		t.Errorf("left %v", got)
+	}
+	if err := f.Restore("m", dir); err == nil {
+		t.Error("restored a message that is not there")
 	}
 }
 
@@ -241,7 +370,7 @@ func TestNewRecordSender(t *testing.T) {
 // their temporary names); the record keeps the original name.
 func TestQuarantineLongName(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, FailedFolder)
+	folder := filepath.Join(dir, FolderName)
 	long := strings.Repeat("n", 251) + ".eml" // 255 bytes
 	var names []string
 	for i := range 2 {
@@ -254,7 +383,7 @@ func TestQuarantineLongName(t *testing.T) {
 		}
 		rec := sampleRecord()
 		rec.File = long
-		p, err := Quarantine(folder, src, rec)
+		p, err := Folder(folder).Move(src, rec)
 		if err != nil {
 			t.Fatalf("quarantine of a %d-byte name: %v", len(long), err)
 		}
@@ -278,7 +407,7 @@ func TestQuarantineLongName(t *testing.T) {
 // with the original's beginning.
 func TestQuarantineLongNameUTF8(t *testing.T) {
 	dir := t.TempDir()
-	folder := filepath.Join(dir, FailedFolder)
+	folder := filepath.Join(dir, FolderName)
 	for _, n := range []int{251, 252, 253, 254, 255} {
 		for _, unit := range []string{"é", "日", "𝄞"} {
 			name := strings.Repeat(unit, n/len(unit))
@@ -287,7 +416,7 @@ func TestQuarantineLongNameUTF8(t *testing.T) {
 			if err := os.WriteFile(src, []byte("m"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			p, err := Quarantine(folder, src, NewRecord("mx", name, Result{Outcome: OutcomeFailed}))
+			p, err := Folder(folder).Move(src, NewRecord("mx", name, importer.Result{Outcome: importer.OutcomeFailed}))
 			if err != nil {
 				t.Fatalf("%d bytes of %q: %v", n, unit, err)
 			}
@@ -301,3 +430,23 @@ func TestQuarantineLongNameUTF8(t *testing.T) {
 		}
 	}
 }
+
+func lf(lines ...string) string { return strings.Join(lines, "\n") }
+
+func listDir(t testing.TB, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	slices.Sort(out)
+	return out
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
