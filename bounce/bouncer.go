@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -79,6 +80,9 @@ type Bouncer struct {
 	cfg     Config
 	log     zerolog.Logger
 	limiter *Limiter
+	// sources holds the per-source settings (cfg.Sources, cfg.Default), which Reload
+	// replaces.
+	sources atomic.Pointer[sourceSet]
 
 	// Observe, when not nil, is called by Bounce with the source and the action
 	// (queued, suppressed with its rule, duplicate, unsent, disabled): the metrics
@@ -102,6 +106,26 @@ func New(cfg Config) (*Bouncer, error) {
 	if cfg.RateWindow <= 0 {
 		cfg.RateWindow = time.Hour
 	}
+	if err := checkSources(cfg); err != nil {
+		return nil, err
+	}
+	b := &Bouncer{
+		cfg:     cfg,
+		log:     cfg.Log.With().Str("component", "bounce").Logger(),
+		limiter: NewLimiter(cfg.RateLimit, cfg.RateWindow),
+	}
+	b.sources.Store(&sourceSet{byName: cfg.Sources, def: cfg.Default})
+	if cfg.Outbox != nil {
+		cfg.Outbox.Each(cfg.Now().Add(-cfg.RateWindow), func(_ string, r Record) {
+			b.limiter.Record(r.Sender, r.Queued)
+		})
+	}
+	return b, nil
+}
+
+// checkSources checks that every enabled source has a reporting MTA that is a host
+// name, and an outbox when it has a relay.
+func checkSources(cfg Config) error {
 	check := func(name string, s Source) error {
 		if s.Disabled {
 			return nil
@@ -115,31 +139,28 @@ func New(cfg Config) (*Bouncer, error) {
 		return nil
 	}
 	if err := check("", cfg.Default); err != nil {
-		return nil, err
+		return err
 	}
 	for name, s := range cfg.Sources {
 		if err := check(name, s); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	b := &Bouncer{
-		cfg:     cfg,
-		log:     cfg.Log.With().Str("component", "bounce").Logger(),
-		limiter: NewLimiter(cfg.RateLimit, cfg.RateWindow),
-	}
-	if cfg.Outbox != nil {
-		cfg.Outbox.Each(cfg.Now().Add(-cfg.RateWindow), func(_ string, r Record) {
-			b.limiter.Record(r.Sender, r.Queued)
-		})
-	}
-	return b, nil
+	return nil
+}
+
+// sourceSet is one generation of per-source settings.
+type sourceSet struct {
+	byName map[string]Source
+	def    Source
 }
 
 func (b *Bouncer) source(name string) Source {
-	if s, ok := b.cfg.Sources[name]; ok {
+	set := b.sources.Load()
+	if s, ok := set.byName[name]; ok {
 		return s
 	}
-	return b.cfg.Default
+	return set.def
 }
 
 // Bounce is Process for a source that only needs the DSN: it returns the DSN's bytes
@@ -299,6 +320,64 @@ type OpenOptions struct {
 // sources by name; every other source (pollers) uses the top-level relay. Close the
 // Bouncer to release the outbox.
 func Open(cfg *configs.Config, o OpenOptions) (*Bouncer, error) {
+	bc, senders, err := plan(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	if len(senders) > 0 {
+		retention := max(DefaultSentRetention, bc.RateWindow)
+		ob, err := OpenOutbox(OutboxOptions{
+			Dir:           filepath.Join(cfg.StateDir, "outbox"),
+			Senders:       senders,
+			RetryFor:      cfg.Bounce.RetryFor.D(),
+			MinBackoff:    cfg.Bounce.MinBackoff.D(),
+			MaxBackoff:    cfg.Bounce.MaxBackoff.D(),
+			SentRetention: retention,
+			Now:           o.Now,
+			Log:           o.Log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open bounce: %w", err)
+		}
+		bc.Outbox = ob
+	}
+	b, err := New(bc)
+	if err != nil {
+		if bc.Outbox != nil {
+			bc.Outbox.Close()
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// Reload replaces the per-source settings (relays, reporting MTAs, bounce on or off,
+// the folders of unsent DSNs) with those cfg gives, as Open builds them, so that a
+// connector added or changed by a configuration reload bounces through its own smtp
+// block. The outbox, what it holds and the rate limit stay. It fails without changing
+// anything, also when cfg needs an outbox and the Bouncer was opened without one (a
+// first relay takes effect at the next start).
+func (b *Bouncer) Reload(cfg *configs.Config, o OpenOptions) error {
+	bc, senders, err := plan(cfg, o)
+	if err != nil {
+		return err
+	}
+	if len(senders) > 0 && b.cfg.Outbox == nil {
+		return errors.New("reload bounce: the first relay needs an outbox: it takes effect at the next start")
+	}
+	bc.Outbox = b.cfg.Outbox
+	if err := checkSources(bc); err != nil {
+		return fmt.Errorf("reload bounce: %w", err)
+	}
+	if b.cfg.Outbox != nil {
+		b.cfg.Outbox.setSenders(senders)
+	}
+	b.sources.Store(&sourceSet{byName: bc.Sources, def: bc.Default})
+	return nil
+}
+
+// plan builds a Bouncer's Config (without its outbox) and the relays of cfg.
+func plan(cfg *configs.Config, o OpenOptions) (Config, map[string]Sender, error) {
 	host, _ := os.Hostname()
 	topMTA := cfg.SMTP.ReportingMTA
 	if topMTA == "" {
@@ -335,7 +414,7 @@ func Open(cfg *configs.Config, o OpenOptions) (*Bouncer, error) {
 	}
 	if !bc.Default.NoRelay {
 		if err := relay("", cfg.SMTP, topMTA); err != nil {
-			return nil, err
+			return Config{}, nil, err
 		}
 	}
 	for i := range cfg.Connectors {
@@ -355,35 +434,11 @@ func Open(cfg *configs.Config, o OpenOptions) (*Bouncer, error) {
 			}
 			if !s.NoRelay && !s.Disabled {
 				if err := relay(c.Name, *c.SMTP, s.ReportingMTA); err != nil {
-					return nil, err
+					return Config{}, nil, err
 				}
 			}
 		}
 		bc.Sources[c.Name] = s
 	}
-	if len(senders) > 0 {
-		retention := max(DefaultSentRetention, bc.RateWindow)
-		ob, err := OpenOutbox(OutboxOptions{
-			Dir:           filepath.Join(cfg.StateDir, "outbox"),
-			Senders:       senders,
-			RetryFor:      cfg.Bounce.RetryFor.D(),
-			MinBackoff:    cfg.Bounce.MinBackoff.D(),
-			MaxBackoff:    cfg.Bounce.MaxBackoff.D(),
-			SentRetention: retention,
-			Now:           o.Now,
-			Log:           o.Log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("open bounce: %w", err)
-		}
-		bc.Outbox = ob
-	}
-	b, err := New(bc)
-	if err != nil {
-		if bc.Outbox != nil {
-			bc.Outbox.Close()
-		}
-		return nil, err
-	}
-	return b, nil
+	return bc, senders, nil
 }

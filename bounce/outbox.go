@@ -75,6 +75,8 @@ type Outbox struct {
 	runMu   sync.Mutex // one ProcessDue at a time
 	wake    chan struct{}
 	pruned  time.Time
+	// sendersMu guards opts.Senders, which a configuration reload replaces.
+	sendersMu sync.RWMutex
 }
 
 // Record is the metadata of one DSN in the outbox, kept as K.json beside K.eml.
@@ -409,10 +411,20 @@ func (o *Outbox) ProcessDue(ctx context.Context) time.Time {
 var errNoRelay = errors.New("no relay configured for this dsn")
 
 func (o *Outbox) sender(relay string) Sender {
+	o.sendersMu.RLock()
+	defer o.sendersMu.RUnlock()
 	if s, ok := o.opts.Senders[relay]; ok && s != nil {
 		return s
 	}
 	return o.opts.Senders[""]
+}
+
+// setSenders replaces the relays (a configuration reload); attempts under way finish
+// with the relay they started with.
+func (o *Outbox) setSenders(m map[string]Sender) {
+	o.sendersMu.Lock()
+	o.opts.Senders = m
+	o.sendersMu.Unlock()
 }
 
 // attempt sends one DSN and records the outcome.

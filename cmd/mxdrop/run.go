@@ -186,17 +186,7 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	bouncer, err := bounce.Open(cfg, bounce.OpenOptions{
-		Log:          log,
-		UnsentFolder: filepath.Join(cfg.StateDir, quarantine.FolderName),
-		OAuth: func(relay string, _ configs.SMTP) (bounce.SASLSource, error) {
-			src, err := tokens.Relay(relay)
-			if err != nil {
-				return nil, err
-			}
-			return src, nil
-		},
-	})
+	bouncer, err := bounce.Open(cfg, bounceOptions(cfg, log, tokens))
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
@@ -217,6 +207,21 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 		return runOnce(m, a, bouncer, stdout)
 	}
 	return runDaemon(m, a, bouncer, mt, tokens, configPath, log)
+}
+
+// bounceOptions are the options of bounce.Open and Bouncer.Reload.
+func bounceOptions(cfg *configs.Config, log zerolog.Logger, tokens *oauth.Sources) bounce.OpenOptions {
+	return bounce.OpenOptions{
+		Log:          log,
+		UnsentFolder: filepath.Join(cfg.StateDir, quarantine.FolderName),
+		OAuth: func(relay string, _ configs.SMTP) (bounce.SASLSource, error) {
+			src, err := tokens.Relay(relay)
+			if err != nil {
+				return nil, err
+			}
+			return src, nil
+		},
+	}
 }
 
 // runOnce imports what is in the drop folders now and prints one summary line. It
@@ -310,8 +315,8 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
 				}
-				if !reflect.DeepEqual(cfg.SMTP, running.SMTP) || !reflect.DeepEqual(cfg.Bounce, running.Bounce) {
-					log.Warn().Msg("smtp and bounce settings take effect at the next restart")
+				if !reflect.DeepEqual(cfg.Bounce, running.Bounce) {
+					log.Warn().Msg("bounce settings (language, rate limit, retries) take effect at the next restart")
 				}
 				ntokens, err := oauth.NewSources(cfg, oauth.Options{Logger: log})
 				if err != nil {
@@ -322,6 +327,11 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 				if err != nil {
 					log.Error().Err(err).Str("trigger", why).Msg("configuration reload failed; keeping the running configuration")
 					continue
+				}
+				// The sources' bounce settings (a connector's own smtp block) change
+				// before the sources that use them start.
+				if err := bouncer.Reload(cfg, bounceOptions(cfg, log, ntokens)); err != nil {
+					log.Warn().Err(err).Str("trigger", why).Msg("smtp settings take effect at the next restart")
 				}
 				m.Update(na.connectors)
 				pg.replace(ctx, na.pollers)
