@@ -154,7 +154,10 @@ func OpenOutbox(opts OutboxOptions) (*Outbox, error) {
 			return nil, fmt.Errorf("open outbox: %w", err)
 		}
 	}
-	lock, err := lockFile(filepath.Join(o.dir, "lock"))
+	lock, err := durable.TryLock(filepath.Join(o.dir, "lock"), 0o640)
+	if errors.Is(err, durable.ErrLocked) {
+		err = ErrOutboxLocked
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", o.dir, err)
 	}

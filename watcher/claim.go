@@ -82,15 +82,11 @@ func openClaimsAs(drop, id string, ttl time.Duration, warn func(error), owner le
 // tryLock takes the flock of a claims folder without waiting. ok is false when a live
 // instance holds it.
 func tryLock(dir string) (f *os.File, ok bool, err error) {
-	f, err = os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o640)
-	if err != nil {
-		return nil, false, fmt.Errorf("open claims lock: %w", err)
+	f, err = durable.TryLock(filepath.Join(dir, ".lock"), 0o640)
+	if errors.Is(err, durable.ErrLocked) {
+		return nil, false, nil
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, false, nil
-		}
+	if err != nil {
 		return nil, false, fmt.Errorf("lock claims folder: %w", err)
 	}
 	return f, true, nil

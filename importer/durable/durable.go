@@ -240,3 +240,6 @@ func MkdirAll(dir string, perm os.FileMode) error {
 	}
 	return fsyncDir(parent)
 }
+
+// ErrLocked is returned by TryLock when another open file holds the lock.
+var ErrLocked = errors.New("locked by another process")

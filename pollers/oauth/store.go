@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -185,4 +186,16 @@ func (s *Store) stamp(name string) stamp {
 		return stamp{}
 	}
 	return stamp{ok: true, mtime: fi.ModTime(), size: fi.Size(), ino: inode(fi)}
+}
+
+// lockAccount takes an exclusive lock on lockPath, waiting until it is free or ctx is
+// done, and returns the function that releases it. Refreshes of one account in
+// different processes (two instances, the daemon and mxdrop oauth login) are thereby
+// serialised, so a rotated refresh token is never used twice.
+func lockAccount(ctx context.Context, lockPath string) (func(), error) {
+	f, err := durable.Lock(ctx, lockPath, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }
