@@ -15,6 +15,7 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/address"
 	"github.com/mxdrop/mxdrop/importer/quarantine"
 )
 
@@ -130,7 +131,7 @@ func checkSources(cfg Config) error {
 		if s.Disabled {
 			return nil
 		}
-		if !validDomain(importer.NormalizeDomain(s.ReportingMTA)) {
+		if !address.HostName(importer.NormalizeDomain(s.ReportingMTA)) {
 			return fmt.Errorf("new bouncer: source %q: reporting_mta %q is not a host name", name, s.ReportingMTA)
 		}
 		if !s.NoRelay && cfg.Outbox == nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/address"
 )
 
 // Report is what a DSN is built from: one message and all of its failed recipients.
@@ -131,7 +132,7 @@ func Build(r Report, o Options) (*DSN, error) {
 		return nil, fmt.Errorf("build dsn: unknown language %q", o.Language)
 	}
 	mta := importer.NormalizeDomain(o.ReportingMTA)
-	if !validDomain(mta) {
+	if !address.HostName(mta) {
 		return nil, fmt.Errorf("build dsn: reporting_mta %q is not a host name", o.ReportingMTA)
 	}
 	if len(r.Recipients) == 0 {

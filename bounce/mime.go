@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/address"
 )
 
 // field writes one header field, folded at white space so that lines stay within 78
@@ -172,30 +173,10 @@ func sendableAddress(s string) (string, bool) {
 		return local + "@" + domain, lit != ""
 	}
 	d := importer.NormalizeDomain(domain)
-	if !validDomain(d) {
+	if !address.HostName(d) {
 		return "", false
 	}
 	return local + "@" + d, true
-}
-
-// validDomain reports whether d is a host name in ASCII: dot-separated labels of
-// letters, digits, '-' and (leniently) '_'.
-func validDomain(d string) bool {
-	if d == "" || len(d) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(d, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // cut shortens s to at most n bytes, at a rune boundary, marking the cut with "...".

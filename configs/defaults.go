@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/mxdrop/mxdrop/importer/address"
 )
 
 // The defaults Load applies to a value left out (or written as zero) in the file.
@@ -122,25 +124,42 @@ func applyDefaults(cfg *Config) {
 	}
 
 	for i := range cfg.Pollers {
-		p := &cfg.Pollers[i]
-		def(&p.TLS, defaultPollerTLS)
-		if p.Port == 0 {
-			p.Port = pollerPort(p.Protocol, p.TLS)
-		}
-		defDur(&p.Timeout, defaultPollerTimeout)
-		defDur(&p.Interval, defaultPollerInterval)
-		def(&p.Keep, defaultKeep)
-		def(&p.Mode, defaultMode)
-		if len(p.Folders) == 0 {
-			p.Folders = []string{defaultFolder}
-		}
-		def(&p.Auth.Method, defaultPollerAuth)
-		defDur(&p.DuplicateWindow, defaultDuplicateWindow)
-		def(&p.Delivery, DeliveryMaildir)
+		cfg.Pollers[i].ApplyDefaults()
 	}
 
 	def(&cfg.Spam.Folder, defaultSpamFolder)
 	defDur(&cfg.Spam.SpamdTimeout, defaultSpamdTimeout)
+}
+
+// ApplyDefaults fills the poller's values left at zero with their defaults, as Load
+// does. pollers.New calls it too, so that a Poller built without Load (a test, a
+// program embedding mxdrop) gets the same defaults and not others.
+func (p *Poller) ApplyDefaults() {
+	if p.TLS == "" {
+		p.TLS = defaultPollerTLS
+	}
+	if p.Port == 0 {
+		p.Port = pollerPort(p.Protocol, p.TLS)
+	}
+	for _, d := range []struct {
+		v   *Duration
+		def time.Duration
+	}{{&p.Timeout, defaultPollerTimeout}, {&p.Interval, defaultPollerInterval}, {&p.DuplicateWindow, defaultDuplicateWindow}} {
+		if *d.v == 0 {
+			*d.v = Duration(d.def)
+		}
+	}
+	for _, d := range []struct {
+		v   *string
+		def string
+	}{{&p.Keep, defaultKeep}, {&p.Mode, defaultMode}, {&p.Auth.Method, defaultPollerAuth}, {&p.Delivery, DeliveryMaildir}} {
+		if *d.v == "" {
+			*d.v = d.def
+		}
+	}
+	if len(p.Folders) == 0 {
+		p.Folders = []string{defaultFolder}
+	}
 }
 
 // smtpDefaults fills a relay block: port 25 (465 with implicit TLS), tls none, auth
@@ -189,7 +208,7 @@ func pollerPort(protocol, tls string) int {
 // system does not say or its name is no valid domain name.
 func hostname() string {
 	if h, err := os.Hostname(); err == nil {
-		if d, err := normDomain(h); err == nil {
+		if d, err := address.ParseDomain(h); err == nil {
 			return d
 		}
 	}

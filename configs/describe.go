@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mxdrop/mxdrop/importer/address"
 )
 
 // Describe writes a human-readable account of what cfg means, as `mxdrop check-config`
@@ -430,11 +432,11 @@ func accepts(patterns []string, domain string) bool {
 		case p == ".":
 			return true
 		case strings.HasPrefix(p, "*."):
-			if s, err := normDomain(p[2:]); err == nil && strings.HasSuffix(domain, "."+s) {
+			if s, err := address.ParseDomain(p[2:]); err == nil && strings.HasSuffix(domain, "."+s) {
 				return true
 			}
 		default:
-			if s, err := normDomain(p); err == nil && s == domain {
+			if s, err := address.ParseDomain(p); err == nil && s == domain {
 				return true
 			}
 		}

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/idna"
+	"github.com/mxdrop/mxdrop/importer/address"
 )
 
 // Hints shared by several rules.
@@ -421,7 +421,7 @@ func (v *validator) spam() {
 		p := fmt.Sprintf("spam.blocked_senders[%d]", i)
 		hint := "use an address (spammer@example.com) or a whole domain (@example.com)"
 		if d, ok := strings.CutPrefix(b, "@"); ok {
-			if _, err := normDomain(d); err != nil {
+			if _, err := address.ParseDomain(d); err != nil {
 				v.add(p, hint, "%q is not a domain", b)
 			}
 		} else if _, err := normAddress(b); err != nil {
@@ -454,7 +454,7 @@ func (v *validator) relay(path string, s *SMTP, override, inUse bool) {
 		v.file(path+".ca_file", s.CAFile)
 	}
 	v.notNegative(path+".timeout", s.Timeout)
-	if _, err := normDomain(s.ReportingMTA); err != nil {
+	if _, err := address.ParseDomain(s.ReportingMTA); err != nil {
 		v.add(path+".reporting_mta", "write this host's name, such as mx.example.com", "%q is not a host name", s.ReportingMTA)
 	}
 	a := &s.Auth
@@ -587,7 +587,7 @@ func (v *validator) domainPattern(path, d string) {
 	if d == "." {
 		return
 	}
-	if _, err := normDomain(strings.TrimPrefix(d, "*.")); err != nil {
+	if _, err := address.ParseDomain(strings.TrimPrefix(d, "*.")); err != nil {
 		v.add(path, hintDomain, "%q is not a domain pattern", d)
 	}
 }
@@ -652,29 +652,11 @@ func normAddress(addr string) (string, error) {
 	if a.Name != "" || a.Address != addr {
 		return "", fmt.Errorf("not a bare address")
 	}
-	d, err := normDomain(addr[at+1:])
+	d, err := address.ParseDomain(addr[at+1:])
 	if err != nil {
 		return "", err
 	}
 	return strings.ToLower(addr[:at]) + "@" + d, nil
-}
-
-// normDomain returns a domain lower-cased in its ASCII form, or an error when it is no
-// valid domain name.
-func normDomain(d string) (string, error) {
-	if d == "" || strings.HasSuffix(d, ".") || strings.HasPrefix(d, ".") {
-		return "", fmt.Errorf("not a domain")
-	}
-	a, err := idna.Lookup.ToASCII(strings.ToLower(d))
-	if err != nil {
-		return "", err
-	}
-	for _, label := range strings.Split(a, ".") {
-		if label == "" || len(label) > 63 {
-			return "", fmt.Errorf("bad label")
-		}
-	}
-	return a, nil
 }
 
 // checkHostPort returns "" when s is host:port with a port of 1 to 65535, else why not.

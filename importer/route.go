@@ -4,79 +4,15 @@ import (
 	"fmt"
 	"strings"
 
-	"golang.org/x/net/idna"
-
 	"github.com/mxdrop/mxdrop/configs"
+	"github.com/mxdrop/mxdrop/importer/address"
 )
 
-// NormalizeAddress returns an address in the one form mxdrop compares: local part and
-// domain lower-cased, the domain in its ASCII (punycode) form, surrounding angle
-// brackets, a source route and a trailing dot removed. ok is false when the input has
-// no '@' or an empty part. Matching is case-insensitive by design: mail administrators
-// expect Alice@Example.com and alice@example.com to be one mailbox.
-func NormalizeAddress(addr string) (norm string, ok bool) {
-	a := strings.TrimSpace(addr)
-	a = strings.TrimPrefix(a, "<")
-	a = strings.TrimSuffix(a, ">")
-	if i := strings.LastIndexByte(a, ':'); i >= 0 && strings.HasPrefix(a, "@") {
-		a = a[i+1:] // RFC 5321 section 4.1.2 source route, ignored
-	}
-	a = strings.TrimSpace(a)
-	at := strings.LastIndexByte(a, '@')
-	if at <= 0 || at == len(a)-1 {
-		return "", false
-	}
-	local, domain := strings.ToLower(a[:at]), NormalizeDomain(a[at+1:])
-	if !validLocal(local) || !validDomain(domain) {
-		return "", false
-	}
-	return local + "@" + domain, true
-}
+// NormalizeAddress is address.Normalize: the one form mxdrop compares addresses in.
+func NormalizeAddress(addr string) (norm string, ok bool) { return address.Normalize(addr) }
 
-// validLocal reports whether a local part is a quoted string or free of the characters
-// RFC 5322 reserves (white space, controls, specials). QUIRK: dots are not checked, as
-// "a..b" and "a." exist in the wild.
-func validLocal(l string) bool {
-	if len(l) >= 2 && l[0] == '"' && l[len(l)-1] == '"' {
-		return !strings.ContainsAny(l, "\r\n\x00")
-	}
-	return l != "" && !strings.ContainsFunc(l, func(r rune) bool {
-		return r <= ' ' || r == 0x7f || strings.ContainsRune(`<>()[]\,;:@"`, r)
-	})
-}
-
-// validDomain reports whether a normalised domain is a domain literal ("[192.0.2.1]")
-// or labels of letters, digits, '-', '_' and non-ASCII characters (IDNA may reject a
-// name that is still some MTA's idea of a domain), none of them empty.
-func validDomain(d string) bool {
-	if strings.HasPrefix(d, "[") && strings.HasSuffix(d, "]") && len(d) > 2 {
-		return !strings.ContainsFunc(d[1:len(d)-1], func(r rune) bool {
-			return r <= ' ' || r == 0x7f || r == '[' || r == ']' || r == '\\'
-		})
-	}
-	for _, label := range strings.Split(d, ".") {
-		if label == "" {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r >= 0x80) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// NormalizeDomain lower-cases a domain and converts it to ASCII, so that a domain
-// written in Unicode and its punycode form compare equal. A domain IDNA rejects is
-// kept lower-cased as it is.
-func NormalizeDomain(d string) string {
-	d = strings.TrimSpace(strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), "."))
-	if a, err := idna.Lookup.ToASCII(d); err == nil {
-		return a
-	}
-	return d
-}
+// NormalizeDomain is address.Domain.
+func NormalizeDomain(d string) string { return address.Domain(d) }
 
 // Route is the routing decision for one recipient.
 type Route struct {

@@ -103,6 +103,7 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 	fail := func(format string, a ...any) (*Poller, error) {
 		return nil, fmt.Errorf("poller %s: "+format, append([]any{p.Name}, a...)...)
 	}
+	p.ApplyDefaults() // the defaults of Load, for a Poller built without it
 	switch p.Protocol {
 	case "imap", "pop3":
 	default:
@@ -117,7 +118,7 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 		return fail("host and port are required")
 	}
 	keep := p.Keep
-	if keep == "" || cfg.PollersAlwaysDelete {
+	if cfg.PollersAlwaysDelete {
 		keep = KeepDelete
 	}
 	switch keep {
@@ -129,18 +130,6 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 	default:
 		return fail("keep %q is not delete, forever or days", keep)
 	}
-	if p.Interval <= 0 {
-		p.Interval = configs.Duration(5 * time.Minute)
-	}
-	if p.Timeout <= 0 {
-		p.Timeout = configs.Duration(60 * time.Second)
-	}
-	if p.DuplicateWindow <= 0 {
-		p.DuplicateWindow = configs.Duration(336 * time.Hour)
-	}
-	if len(p.Folders) == 0 {
-		p.Folders = []string{"INBOX"}
-	}
 	opts := importer.Options{Accounts: cfg.Accounts, Spam: deps.Spam, SpamCheckAll: p.SpamCheck, SpamFolder: cfg.Spam.Folder}
 	if p.Delivery == configs.DeliveryLMTP {
 		if deps.Target == nil {
@@ -150,7 +139,7 @@ func New(cfg *configs.Config, p configs.Poller, deps Deps) (*Poller, error) {
 		opts.Target, opts.ProgressDir = deps.Target, filepath.Join(cfg.StateDir, "lmtp")
 	}
 	switch p.Mode {
-	case "", "single":
+	case "single":
 		if p.DeliverTo == "" {
 			return fail("mode single needs deliver_to")
 		}
