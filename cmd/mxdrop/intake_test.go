@@ -112,6 +112,9 @@ pollers:
 	if c, p := metricSum(body, "mxdrop_import_failed_files", `connector="mx"`), metricSum(body, "mxdrop_import_failed_files", `connector="collect"`); c != 1 || p != 1 {
 		t.Errorf("mxdrop_import_failed_files: connector %v, poller %v, want 1 for both", c, p)
 	}
+	if keys := eventKeys(t, []byte(p.Logs()), "message"); !keys["server"] {
+		t.Error("the poller's quarantined message has no server field in its event")
+	}
 	// two@ and three@ were bounced by the poller (the connector has bounce: false).
 	waitUntil(t, "the poller's two DSNs", 10*time.Second, func() bool { return relay.count() == 2 })
 
