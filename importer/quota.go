@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mxdrop/mxdrop/importer/durable"
@@ -148,7 +147,7 @@ func (m Maildir) lockQuota() (*os.File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open maildirsize: %w", err)
 		}
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		if err := durable.LockOpen(f); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("lock maildirsize: %w", err)
 		}

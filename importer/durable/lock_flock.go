@@ -30,6 +30,15 @@ func TryLock(path string, perm os.FileMode) (*os.File, error) {
 	return f, nil
 }
 
+// LockOpen takes an exclusive flock on the open file f, waiting as long as it takes:
+// for a lock held only for a short append (a Maildir's maildirsize).
+func LockOpen(f *os.File) error {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	return nil
+}
+
 // Lock is TryLock waiting, by polling, until the lock is free or ctx is done.
 func Lock(ctx context.Context, path string, perm os.FileMode) (*os.File, error) {
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
