@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/importer/address"
 )
 
 // Limiter is a sliding-window rate limit of DSNs: at most limit DSNs to one sender
@@ -44,7 +44,7 @@ const globalKey = "*"
 // limiterKeys returns the keys a DSN to sender counts under, with their limits: the
 // sender without its +tag, its domain, and the global key.
 func (l *Limiter) limiterKeys(sender string) [3]string {
-	n, ok := importer.NormalizeAddress(sender)
+	n, ok := address.Normalize(sender)
 	if !ok {
 		n = strings.ToLower(strings.TrimSpace(sender))
 	}
@@ -52,11 +52,7 @@ func (l *Limiter) limiterKeys(sender string) [3]string {
 	if at := strings.LastIndexByte(n, '@'); at >= 0 {
 		local, domain = n[:at], n[at+1:]
 	}
-	// QUIRK: the +tag convention is not an RFC; a quoted local part keeps its "+".
-	if i := strings.IndexByte(local, '+'); i > 0 && !strings.HasPrefix(local, `"`) {
-		local = local[:i]
-	}
-	return [3]string{local + "@" + domain, "@" + domain, globalKey}
+	return [3]string{address.Untagged(local) + "@" + domain, "@" + domain, globalKey}
 }
 
 func (l *Limiter) limitOf(i int) int {

@@ -160,8 +160,8 @@ func (r *Router) Route(rcpt string, guessed bool) Route {
 		rt.Account, rt.Rule = ru.account, ru.kind
 		return rt
 	}
-	if i := strings.IndexByte(local, '+'); i > 0 {
-		if ru, ok := r.byAddr[local[:i]+"@"+domain]; ok {
+	if base := address.Untagged(local); base != local {
+		if ru, ok := r.byAddr[base+"@"+domain]; ok {
 			rt.Account, rt.Rule = ru.account, "tag"
 			return rt
 		}

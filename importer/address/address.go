@@ -34,6 +34,17 @@ func Normalize(addr string) (norm string, ok bool) {
 	return local + "@" + domain, true
 }
 
+// Untagged returns a normalised local part without its "+tag" (sub-addressing:
+// "alice+news" is alice's), or local itself when it has none. QUIRK: the +tag
+// convention is no RFC's; a quoted local part keeps its "+", and so does one that
+// starts with it.
+func Untagged(local string) string {
+	if i := strings.IndexByte(local, '+'); i > 0 && !strings.HasPrefix(local, `"`) {
+		return local[:i]
+	}
+	return local
+}
+
 // validLocal reports whether a local part is a quoted string or free of the characters
 // RFC 5322 reserves (white space, controls, specials). QUIRK: dots are not checked, as
 // "a..b" and "a." exist in the wild.
