@@ -95,11 +95,17 @@ type proc struct {
 
 func (e *env) start(args ...string) *proc {
 	e.t.Helper()
-	p := &proc{done: make(chan struct{})}
-	p.cmd = exec.Command(binary, append([]string{"--config", e.cfgPath}, args...)...)
+	return startProc(e.t, exec.Command(binary, append([]string{"--config", e.cfgPath}, args...)...))
+}
+
+// startProc starts cmd (an mxdrop) and collects its log; the test's cleanup kills it
+// and, when the test failed, shows the end of the log.
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -113,11 +119,11 @@ func (e *env) start(args ...string) *proc {
 		p.cmd.Wait()
 		close(p.done)
 	}()
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
-		if e.t.Failed() {
-			e.t.Logf("mxdrop log (last 4 KB):\n%s", tail(p.Logs(), 4096))
+		if t.Failed() {
+			t.Logf("mxdrop log (last 4 KB):\n%s", tail(p.Logs(), 4096))
 		}
 	})
 	return p

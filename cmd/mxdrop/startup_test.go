@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -20,29 +17,9 @@ func TestStartupNamesFoldersEmbeddedDefault(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(binary)
 	cmd.Dir = dir
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var logs bytes.Buffer
-	done := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			mu.Lock()
-			logs.Write(sc.Bytes())
-			logs.WriteByte('\n')
-			mu.Unlock()
-		}
-		close(done)
-	}()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done; cmd.Wait() })
+	p := startProc(t, cmd)
 	// The console format colours its fields; compare the plain text.
-	text := func() string { mu.Lock(); defer mu.Unlock(); return ansiRE.ReplaceAllString(logs.String(), "") }
+	text := func() string { return ansiRE.ReplaceAllString(p.Logs(), "") }
 	waitUntil(t, "mxdrop started", 10*time.Second, func() bool { return strings.Contains(text(), "mxdrop started") })
 
 	for _, want := range []string{
