@@ -88,7 +88,7 @@ func skipName(name string) bool {
 // (refused, EACCES) mxdrop neither owns the file nor has CAP_LEASE (fcntl(2)); then only
 // the settle time tells.
 func noWriter(path string) (free, ok, refused bool) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	f, err := openRegular(path)
 	if err != nil {
 		return false, true, false
 	}
