@@ -9,7 +9,6 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
-	"github.com/mxdrop/mxdrop/watcher"
 )
 
 // logStartup tells a newcomer, at start, what the daemon watches and where mail goes:
@@ -21,7 +20,7 @@ func logStartup(log zerolog.Logger, cfg *configs.Config) {
 		if !c.IsActive() {
 			continue
 		}
-		mode := watcher.ChooseMode(existingFolder(watchFolder(c.DropFolder)), c.Watch)
+		mode := watchChoice(c)
 		log.Info().Str("connector", c.Name).Str("drop_folder", shortPath(c.DropFolder)).
 			Str("watch", mode.Mode).Str("watch_reason", mode.Reason).
 			Str("delivery", targetOf(cfg, c.Delivery, c.Mailboxes, "")).Msg("connector")

@@ -42,7 +42,7 @@ func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(stdout, "  %s (%s) %s\n", c.Name, state, c.DropFolder)
 		fmt.Fprintf(stdout, "    backlog         %d files, oldest %s\n", n, age)
-		ch := watcher.ChooseMode(existingFolder(watchFolder(c.DropFolder)), c.Watch)
+		ch := watchChoice(&c)
 		fmt.Fprintf(stdout, "    watch           %s (%s)\n", ch.Mode, ch.Reason)
 		printQuarantine(stdout, quarantine.ForConnector(c.DropFolder), *newest)
 	}

@@ -15,13 +15,19 @@ import (
 // and status may use it beside a running daemon.
 func describeWatch(w io.Writer, cfg *configs.Config, indent string) {
 	for _, c := range cfg.Connectors {
-		ch := watcher.ChooseMode(existingFolder(watchFolder(c.DropFolder)), c.Watch)
+		ch := watchChoice(&c)
 		how := ch.Mode
 		if ch.Mode == watcher.WatchPoll {
 			how = fmt.Sprintf("poll every %s", c.PollInterval)
 		}
 		fmt.Fprintf(w, "%s%s  %s (%s)\n", indent, c.Name, how, ch.Reason)
 	}
+}
+
+// watchChoice is how connector c's drop folder is watched on this host, decided as the
+// watcher decides it, before the watcher runs (the folder may not exist yet).
+func watchChoice(c *configs.Connector) watcher.ModeChoice {
+	return watcher.ChooseMode(existingFolder(watchFolder(c.DropFolder)), c.Watch)
 }
 
 // watchFolder is the drop folder's new/ when it is a Maildir, else the drop folder.
