@@ -1,0 +1,165 @@
+package durable
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
+)
+
+// nlink returns the link count of path.
+func nlink(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint64(fi.Sys().(*syscall.Stat_t).Nlink)
+}
+
+// maildir makes dir/tmp and dir/new.
+func maildir(t *testing.T, dir string) {
+	t.Helper()
+	for _, s := range []string{"tmp", "new"} {
+		if err := os.MkdirAll(filepath.Join(dir, s), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLink: the delivered name is the source's inode, the temporary name is gone, and
+// the folder is left to the batch.
+func TestLink(t *testing.T) {
+	dir := t.TempDir()
+	maildir(t, dir)
+	src := filepath.Join(dir, "claim")
+	if err := os.WriteFile(src, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syncs := countSyncs(t)
+	var b Batch
+	newDir := filepath.Join(dir, "new")
+	if err := b.Link(src, 5, filepath.Join(dir, "tmp"), "n", newDir, "n"); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.Stat(src)
+	d, err := os.Stat(filepath.Join(newDir, "n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(a, d) || nlink(t, src) != 2 {
+		t.Errorf("new/n is not a second name of the source (same file %v, %d links)", os.SameFile(a, d), nlink(t, src))
+	}
+	if es, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(es) != 0 {
+		t.Errorf("tmp/ holds %v", es)
+	}
+	if n := syncs(); len(n) != 0 || len(b.Pending()) != 1 || b.Pending()[0] != newDir {
+		t.Errorf("synced %v, pending %v: want the folder left to the batch", n, b.Pending())
+	}
+	// The source may go away: the delivery stays.
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(newDir, "n")); string(got) != "hello" {
+		t.Errorf("after the source is removed new/n holds %q", got)
+	}
+}
+
+// A leftover of an interrupted link (same temporary name) is replaced.
+func TestLinkReplacesLeftover(t *testing.T) {
+	dir := t.TempDir()
+	maildir(t, dir)
+	src := filepath.Join(dir, "claim")
+	os.WriteFile(src, []byte("whole"), 0o600)
+	os.WriteFile(filepath.Join(dir, "tmp", "n"), []byte("half"), 0o600)
+	if err := (*Batch)(nil).Link(src, -1, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "new", "n")); string(got) != "whole" {
+		t.Errorf("new/n holds %q", got)
+	}
+}
+
+// LinkTemp refuses what a link would deliver wrongly or expose, and leaves nothing.
+func TestLinkTempRefuses(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, src string)
+		size    int64
+	}{
+		{"symbolic link", func(t *testing.T, src string) {
+			target := src + ".target"
+			os.WriteFile(target, []byte("hello"), 0o600)
+			os.Symlink(target, src)
+		}, -1},
+		{"another name exists", func(t *testing.T, src string) {
+			os.WriteFile(src, []byte("hello"), 0o600)
+			os.Link(src, src+".other")
+		}, 5},
+		{"size differs from the claim", func(t *testing.T, src string) {
+			os.WriteFile(src, []byte("hello, longer"), 0o600)
+		}, 5},
+		{"readable by others", func(t *testing.T, src string) {
+			os.WriteFile(src, []byte("hello"), 0o600)
+			os.Chmod(src, 0o644)
+		}, 5},
+		{"writable by its group", func(t *testing.T, src string) {
+			os.WriteFile(src, []byte("hello"), 0o600)
+			os.Chmod(src, 0o660)
+		}, 5},
+		{"owned by another user", func(t *testing.T, src string) {
+			os.WriteFile(src, []byte("hello"), 0o600)
+			if err := os.Lchown(src, 65534, 65534); err != nil {
+				testenv.Unavailable(t, "giving a file away needs root: %v", err)
+			}
+		}, 5},
+		{"fifo", func(t *testing.T, src string) {
+			syscall.Mkfifo(src, 0o600)
+		}, -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			maildir(t, dir)
+			src := filepath.Join(dir, "claim")
+			tc.prepare(t, src)
+			tmp := filepath.Join(dir, "tmp", "n")
+			err := LinkTemp(src, tmp, tc.size)
+			if err == nil {
+				t.Fatal("linked")
+			}
+			if tc.name != "symbolic link" && !errors.Is(err, ErrNotLinkable) {
+				t.Errorf("err = %v, want ErrNotLinkable", err)
+			}
+			if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("tmp left behind: %v", err)
+			}
+		})
+	}
+}
+
+// TestLinkAcrossFileSystems: a source on another file system (tmpfs /dev/shm) is not
+// linked (EXDEV) and leaves nothing.
+func TestLinkAcrossFileSystems(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "mxdrop-link-")
+	if err != nil {
+		testenv.Unavailable(t, "no tmpfs at /dev/shm: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	dir := t.TempDir()
+	maildir(t, dir)
+	src := filepath.Join(shm, "claim")
+	os.WriteFile(src, []byte("hello"), 0o600)
+	err = (*Batch)(nil).Link(src, 5, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n")
+	if !errors.Is(err, syscall.EXDEV) {
+		t.Fatalf("err = %v, want EXDEV", err)
+	}
+	for _, s := range []string{"tmp", "new"} {
+		if es, _ := os.ReadDir(filepath.Join(dir, s)); len(es) != 0 {
+			t.Errorf("%s/ holds %v", s, es)
+		}
+	}
+}
