@@ -116,6 +116,9 @@ func FuzzWriteCopy(f *testing.F) {
 				t.Fatal(err)
 			}
 			cp := out.Bytes()
+			if identicalCopy(h, env, norm, mine, nil) && !bytes.Equal(cp, data) {
+				t.Fatalf("identicalCopy says the copy is the message, it differs:\n%q\n%q", data, cp)
+			}
 			if !bytes.HasSuffix(cp, data[h.Size:]) {
 				t.Fatal("body changed")
 			}

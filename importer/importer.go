@@ -56,6 +56,14 @@ type Message struct {
 	// Lookup, when not nil, shares the listings of cur/ folders among the recovered
 	// messages of a batch (see Lookup).
 	Lookup *Lookup
+	// Path, when not "", is the message's own file: a regular file holding exactly
+	// Open's bytes. When a delivery would write those bytes unchanged (one account,
+	// nothing prepended or removed, see identicalCopy) and the Maildir is on the same
+	// file system, the importer links the file into the Maildir instead of copying it
+	// (durable.LinkTemp says which files it refuses). The delivered copy then shares
+	// the file's inode: the source must never write the file again; removing it or
+	// renaming it away (an Imported/ folder) is fine.
+	Path string
 	// Recovered marks a message whose earlier import may have been interrupted (a
 	// claim found at start-up, a retry after a transient error, a UID left in flight).
 	// Before each delivery the target Maildir is searched for the delivery's file name
@@ -174,6 +182,9 @@ type Delivery struct {
 	Folder string `json:"folder,omitempty"`
 	// Existing is true when a recovered message's copy was found already delivered.
 	Existing bool `json:"existing,omitempty"`
+	// Linked is true when the copy is the message's own file (Message.Path), hard
+	// linked into the Maildir instead of written.
+	Linked bool `json:"linked,omitempty"`
 }
 
 // Failure is a recipient that cannot be delivered.
@@ -280,7 +291,7 @@ func (im *Importer) Import(ctx context.Context, msg Message) (Result, error) {
 			}
 			sv = verdict
 		}
-		d, err := im.deliver(msg, h, res.Envelope, acct, targets[acct], sv)
+		d, err := im.deliver(msg, h, res.Envelope, acct, targets[acct], sv, len(order) == 1)
 		var e *Error
 		if errors.As(err, &e) && !e.Temporary() {
 			// The account takes no more mail (quota): its recipients fail, the others
@@ -402,7 +413,9 @@ func (im *Importer) spamFolder() string {
 	return "Junk"
 }
 
-func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string, rcpts []string, sv *spamVerdict) (Delivery, error) {
+// deliver puts one account's copy of msg into its Maildir; alone is true when the
+// account is the message's only one.
+func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string, rcpts []string, sv *spamVerdict, alone bool) (Delivery, error) {
 	acct := im.accounts[account]
 	inbox := Maildir(acct.Maildir)
 	quota := Quota{Bytes: int64(acct.Quota), Messages: acct.QuotaMessages}
@@ -474,7 +487,27 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		defer rc.Close()
 		return writeMessage(w, rc, h, env, delivTo, ownAddresses(acct, rcpts), extra)
 	}
+	// A copy that would be the message's own file byte for byte is that file, linked.
+	// Several accounts each get their own copy (each names only its own recipients).
+	// A quota delivery links too: its name carries the size (S=) either way.
+	link := msg.Path != "" && alone && identicalCopy(h, env, delivTo, ownAddresses(acct, rcpts), extra)
 	put := func() (string, error) {
+		if link {
+			var p string
+			var err error
+			if quota.IsZero() {
+				p, err = md.Link(name, msg.Path, msg.Size, msg.Batch)
+			} else {
+				p, err = md.LinkQuota(inbox, name, msg.Path, msg.Size, msg.Batch, quota)
+			}
+			if err == nil || errors.Is(err, ErrQuotaExceeded) {
+				d.Linked = err == nil
+				return p, err
+			}
+			// Another file system (EXDEV), a file a link would expose, no hard links
+			// here: copy as for any other message. Nothing was delivered.
+		}
+		d.Linked = false
 		if quota.IsZero() {
 			return md.Deliver(name, write, msg.Batch)
 		}
@@ -542,53 +575,15 @@ func writeMessage(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo st
 	if _, err := br.Discard(int(h.Size)); err != nil {
 		return fmt.Errorf("skip header: %w", err)
 	}
+	p := planCopy(h, env, delivTo, mine, extra)
 	nl := h.Newline()
-	local := delivTo != ""
-	if local {
-		mine[delivTo] = true
-	}
-	top := len(trustedTop(h))
-	_, _, iisN := iisBlock(h)
-	keep := make([]bool, len(h.Fields))
-	haveRP, haveDT := false, false
-	for i, f := range h.Fields {
-		keep[i] = true
-		if i < iisN {
-			keep[i] = false // the IIS x-sender/x-receiver block is never part of a message
-			continue
-		}
-		if i >= top {
-			continue
-		}
-		if f.Name == "return-path" && i == iisN {
-			haveRP = strings.EqualFold(parseReturnPath(f.Value), env.Sender)
-		}
-		if envelopeFields[f.Name] {
-			if !onlyMine(f.Value, mine) {
-				keep[i] = false
-			} else if f.Name == "delivered-to" && !haveDT {
-				haveDT = true
-			}
-		}
-	}
-	// Prepend as a delivery agent does, unless the top of the file already says so.
-	if !haveRP && env.SenderKnown && local {
-		if _, err := io.WriteString(w, "Return-Path: <"+env.Sender+">"+nl); err != nil {
-			return err
-		}
-	}
-	if !haveDT && local {
-		if _, err := io.WriteString(w, "Delivered-To: "+delivTo+nl); err != nil {
-			return err
-		}
-	}
-	for _, line := range extra {
+	for _, line := range p.prepend {
 		if _, err := io.WriteString(w, line+nl); err != nil {
 			return err
 		}
 	}
 	for i, f := range h.Fields {
-		if keep[i] {
+		if p.keep[i] {
 			if _, err := w.Write(f.Raw); err != nil {
 				return err
 			}
@@ -603,6 +598,75 @@ func writeMessage(w io.Writer, rc io.Reader, h *Header, env Envelope, delivTo st
 		return fmt.Errorf("copy body: %w", err)
 	}
 	return nil
+}
+
+// copyPlan is how writeMessage turns a message into one account's copy: the lines it
+// writes first (without line ending) and which header fields it keeps.
+type copyPlan struct {
+	prepend []string
+	keep    []bool
+}
+
+// planCopy decides the copy writeMessage writes (see there) for the given arguments.
+func planCopy(h *Header, env Envelope, delivTo string, mine map[string]bool, extra []string) copyPlan {
+	local := delivTo != ""
+	if local {
+		mine[delivTo] = true
+	}
+	top := len(trustedTop(h))
+	_, _, iisN := iisBlock(h)
+	p := copyPlan{keep: make([]bool, len(h.Fields))}
+	haveRP, haveDT := false, false
+	for i, f := range h.Fields {
+		p.keep[i] = true
+		if i < iisN {
+			p.keep[i] = false // the IIS x-sender/x-receiver block is never part of a message
+			continue
+		}
+		if i >= top {
+			continue
+		}
+		if f.Name == "return-path" && i == iisN {
+			haveRP = strings.EqualFold(parseReturnPath(f.Value), env.Sender)
+		}
+		if envelopeFields[f.Name] {
+			if !onlyMine(f.Value, mine) {
+				p.keep[i] = false
+			} else if f.Name == "delivered-to" && !haveDT {
+				haveDT = true
+			}
+		}
+	}
+	// Prepend as a delivery agent does, unless the top of the file already says so.
+	if !haveRP && env.SenderKnown && local {
+		p.prepend = append(p.prepend, "Return-Path: <"+env.Sender+">")
+	}
+	if !haveDT && local {
+		p.prepend = append(p.prepend, "Delivered-To: "+delivTo)
+	}
+	p.prepend = append(p.prepend, extra...)
+	return p
+}
+
+// identicalCopy reports whether writeMessage, given these arguments, writes exactly the
+// bytes of the message as it arrived: nothing prepended (its own Delivered-To and a
+// matching Return-Path on top already, as Postfix virtual(8) and local(8) write them,
+// no spam fields), no field removed, and no mbox "From " line or other byte of the
+// header block that the fields and separator do not account for. Such a copy can be
+// the message's own file, linked instead of written.
+func identicalCopy(h *Header, env Envelope, delivTo string, mine map[string]bool, extra []string) bool {
+	p := planCopy(h, env, delivTo, mine, extra)
+	if len(p.prepend) > 0 {
+		return false
+	}
+	n := int64(len(h.Sep))
+	for i, f := range h.Fields {
+		if !p.keep[i] {
+			return false
+		}
+		n += int64(len(f.Raw))
+	}
+	return n == h.Size
 }
 
 // onlyMine reports whether every address in an envelope field's value is one of this
@@ -629,6 +693,17 @@ func (r Result) SortedAccounts() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Linked reports whether a delivery of r was the message's own file, hard linked
+// (Delivery.Linked); a message that is linked has one delivery.
+func (r Result) Linked() bool {
+	for _, d := range r.Delivered {
+		if d.Linked {
+			return true
+		}
+	}
+	return false
 }
 
 // FailedRecipients returns the failed recipient addresses.

@@ -205,3 +205,15 @@ func (m Maildir) Deliver(name string, write durable.WriteFunc, batch *durable.Ba
 	}
 	return filepath.Join(newDir, name), nil
 }
+
+// Link is Deliver for a copy that is the file src of size bytes (size < 0: any) as it
+// is: src is hard linked into tmp/name instead of written (durable.LinkTemp), renamed to
+// new/name, and new/ fsynced or left to batch. Any error means nothing was delivered
+// and a written copy may be tried instead.
+func (m Maildir) Link(name, src string, size int64, batch *durable.Batch) (string, error) {
+	newDir := filepath.Join(string(m), "new")
+	if err := batch.Link(src, size, filepath.Join(string(m), "tmp"), name, newDir, name); err != nil {
+		return "", err
+	}
+	return filepath.Join(newDir, name), nil
+}

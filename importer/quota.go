@@ -84,8 +84,20 @@ func (m Maildir) QuotaUsage(q Quota) (Usage, error) {
 // between the rename and the append leaves maildirsize one message short until it is
 // next recalculated: Maildir++ quotas are advisory by design.
 func (m Maildir) DeliverQuota(root Maildir, name string, write durable.WriteFunc, batch *durable.Batch, q Quota) (string, error) {
+	return m.deliverQuota(root, name, func(tmp string) error { return durable.WriteTemp(tmp, 0o600, write) }, batch, q)
+}
+
+// LinkQuota is DeliverQuota for a copy that is the file src of size bytes as it is:
+// src is hard linked into tmp/ (durable.LinkTemp) instead of written. An error other
+// than ErrQuotaExceeded means nothing was delivered and a written copy may be tried.
+func (m Maildir) LinkQuota(root Maildir, name, src string, size int64, batch *durable.Batch, q Quota) (string, error) {
+	return m.deliverQuota(root, name, func(tmp string) error { return durable.LinkTemp(src, tmp, size) }, batch, q)
+}
+
+// deliverQuota is DeliverQuota with the durable file in tmp/ made by fill.
+func (m Maildir) deliverQuota(root Maildir, name string, fill func(tmp string) error, batch *durable.Batch, q Quota) (string, error) {
 	tmp := filepath.Join(string(m), "tmp", name)
-	if err := durable.WriteTemp(tmp, 0o600, write); err != nil {
+	if err := fill(tmp); err != nil {
 		return "", err
 	}
 	fi, err := os.Stat(tmp)
