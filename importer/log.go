@@ -8,7 +8,8 @@ import (
 
 // LogResult emits the one event of a message's import with the field names of the log
 // contract: file, message_id, from, recipients, accounts, failed, outcome, reason,
-// size, duration_ms. action says what the source did with the message afterwards
+// size, duration_ms; linked when the delivery was the message's own file, hard linked
+// (Delivery.Linked). action says what the source did with the message afterwards
 // (removed, kept, quarantined, retry). err is a transient import error, or nil.
 func LogResult(l zerolog.Logger, msg Message, res Result, action string, err error, start time.Time) {
 	var ev *zerolog.Event
@@ -47,6 +48,9 @@ func LogResult(l zerolog.Logger, msg Message, res Result, action string, err err
 		default:
 			ev = ev.Str("spam", "no")
 		}
+	}
+	if res.Linked() {
+		ev = ev.Bool("linked", true)
 	}
 	if res.Envelope.Guessed {
 		ev = ev.Bool("recipients_guessed", true)

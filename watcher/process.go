@@ -97,6 +97,9 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 	h.Msg = importer.Message{
 		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
 		Open: func() (io.ReadCloser, error) { return openRegular(path) },
+		// The claimed file is never written again, only removed or moved to
+		// Imported/: a delivery may be the file itself, linked.
+		Path: path,
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

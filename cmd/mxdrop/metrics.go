@@ -31,6 +31,7 @@ type metrics struct {
 
 	messages    *prometheus.CounterVec
 	deliveries  *prometheus.CounterVec
+	linked      *prometheus.CounterVec
 	failedRcpts *prometheus.CounterVec
 	bytes       *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -59,6 +60,10 @@ func newMetrics() *metrics {
 		Name: "mxdrop_deliveries_total",
 		Help: "Copies written into account Maildirs, by source and folder (inbox or the spam folder).",
 	}, []string{"source", "folder"})
+	mt.linked = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mxdrop_linked_deliveries_total",
+		Help: "Deliveries that are the message's own drop file, hard linked into the Maildir instead of copied (counted in mxdrop_deliveries_total too), by source.",
+	}, []string{"source"})
 	mt.failedRcpts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mxdrop_failed_recipients_total",
 		Help: "Recipients that could not be delivered, by source and enhanced status code.",
@@ -80,7 +85,7 @@ func newMetrics() *metrics {
 		Name: "mxdrop_poller_cycles_total",
 		Help: "Poller cycles, by poller and result (ok, error).",
 	}, []string{"poller", "result"})
-	mt.reg.MustRegister(mt.messages, mt.deliveries, mt.failedRcpts, mt.bytes, mt.duration, mt.bounces, mt.cycles,
+	mt.reg.MustRegister(mt.messages, mt.deliveries, mt.linked, mt.failedRcpts, mt.bytes, mt.duration, mt.bounces, mt.cycles,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), mt, readyCollector{mt})
 	return mt
 }
@@ -108,6 +113,9 @@ func (mt *metrics) observeResult(source string, res importer.Result) {
 			folder = "inbox"
 		}
 		mt.deliveries.WithLabelValues(source, folder).Inc()
+		if dl.Linked {
+			mt.linked.WithLabelValues(source).Inc()
+		}
 	}
 	for _, f := range res.Failed {
 		mt.failedRcpts.WithLabelValues(source, f.Status).Inc()
