@@ -129,45 +129,7 @@ func TestCrashKill9(t *testing.T) {
 		return n + len(ents)
 	}
 
-	// Each of the 20 runs gets its share of the messages, half before it starts and
-	// half while it runs, and is killed a few milliseconds after it finished with its
-	// first file, whatever the speed of the machine: so the kills land while files are
-	// claimed, half delivered or half quarantined.
-	const kills = 20
-	perRun := total / kills
-	recovered := 0
-	for k := 0; k < kills; k++ {
-		for i := k * perRun; i < k*perRun+perRun/2; i++ {
-			produce(i)
-		}
-		before := handled()
-		p := e.start("run")
-		for i := k*perRun + perRun/2; i < (k+1)*perRun; i++ {
-			produce(i)
-			if i%10 == 0 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for handled() == before && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(time.Duration(rng.Intn(10)) * time.Millisecond)
-		p.kill()
-		recovered += strings.Count(p.Logs(), "recovering claimed file")
-	}
-	p := e.start("run")
-	p.waitLog(t, "mxdrop started", 10*time.Second)
-	waitUntil(t, "drop folder drained", 120*time.Second, func() bool {
-		left, claimed := dropLeft(t, e.drop)
-		return len(left) == 0 && len(claimed) == 0
-	})
-	p.stop(t)
-	recovered += strings.Count(p.Logs(), "recovering claimed file")
-	t.Logf("%d kills, %d claimed files recovered after a kill", kills, recovered)
-	if recovered == 0 {
-		t.Error("no kill hit a claimed file: the crash path was not exercised")
-	}
+	killRuns(t, e, rng, total, produce, handled)
 
 	for acct, ids := range want {
 		got, tmp := maildirIDs(t, filepath.Join(e.mail, acct))
@@ -345,4 +307,54 @@ func TestDropFolderComesBack(t *testing.T) {
 		return ids["back@test"] == 1
 	})
 	p.stop(t)
+}
+
+// killRuns feeds total messages (produce(i) writes message i) to 20 daemon runs, each
+// killed with SIGKILL a few milliseconds after it finished with its first file
+// (handled counts what the daemon finished with), then runs the daemon until the drop
+// folder is drained, and fails the test unless some kill hit a claimed file. It
+// returns the logs of every run.
+func killRuns(t *testing.T, e *env, rng *rand.Rand, total int, produce func(i int), handled func() int) string {
+	t.Helper()
+	// Each of the 20 runs gets its share of the messages, half before it starts and
+	// half while it runs, and is killed a few milliseconds after it finished with its
+	// first file, whatever the speed of the machine: so the kills land while files are
+	// claimed, half delivered or half quarantined.
+	const kills = 20
+	perRun := total / kills
+	var logs strings.Builder
+	for k := 0; k < kills; k++ {
+		for i := k * perRun; i < k*perRun+perRun/2; i++ {
+			produce(i)
+		}
+		before := handled()
+		p := e.start("run")
+		for i := k*perRun + perRun/2; i < (k+1)*perRun; i++ {
+			produce(i)
+			if i%10 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for handled() == before && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Duration(rng.Intn(10)) * time.Millisecond)
+		p.kill()
+		logs.WriteString(p.Logs())
+	}
+	p := e.start("run")
+	p.waitLog(t, "mxdrop started", 10*time.Second)
+	waitUntil(t, "drop folder drained", 120*time.Second, func() bool {
+		left, claimed := dropLeft(t, e.drop)
+		return len(left) == 0 && len(claimed) == 0
+	})
+	p.stop(t)
+	logs.WriteString(p.Logs())
+	recovered := strings.Count(logs.String(), "recovering claimed file")
+	t.Logf("%d kills, %d claimed files recovered after a kill", kills, recovered)
+	if recovered == 0 {
+		t.Error("no kill hit a claimed file: the crash path was not exercised")
+	}
+	return logs.String()
 }

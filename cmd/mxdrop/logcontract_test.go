@@ -66,6 +66,7 @@ func eventKeys(t *testing.T, log []byte, msg string) map[string]bool {
 func TestLogContract(t *testing.T) {
 	e := newEnv(t, "")
 	dropFile(t, e.drop, "ok", msg("ok@test", "X-Original-To", "alice@example.com"))
+	dropFile(t, e.drop, "linked", msg("linked@test", "Delivered-To", "bob@example.com"))
 	dropFile(t, e.drop, "partial", msg("partial@test", "Envelope-to", "alice@example.com", "nobody@example.com"))
 	dropFile(t, e.drop, "guessed", []byte("Return-Path: <s@remote.test>\nFrom: s@remote.test\nTo: bob@example.com, someone@elsewhere.test\nMessage-ID: <guessed@test>\n\nhi\n"))
 	dropFile(t, e.drop, "empty", nil)
