@@ -182,3 +182,64 @@ func TestDoveadmQuotaAgrees(t *testing.T) {
 	}
 	t.Logf("%d delivered, %d refused with 5.2.2; maildirsize %d bytes, %d messages", delivered, full, u.Bytes, u.Messages)
 }
+
+// TestDoveadmReadsLinkedDeliveries: Postfix-style drop files delivered by hard link (into
+// an inbox without quota and one with a Maildir++ quota, whose names carry S=) are read
+// back by Dovecot's doveadm byte for byte, and are the drop files' own inodes.
+func TestDoveadmReadsLinkedDeliveries(t *testing.T) {
+	dovecottest.Require(t)
+	root := t.TempDir()
+	accounts := []configs.Account{
+		{Address: "alice@example.com", Maildir: filepath.Join(root, "alice")},
+		{Address: "bob@example.com", Maildir: filepath.Join(root, "bob"), Quota: 1 << 20},
+	}
+	im, err := importer.New(importer.Options{Accounts: accounts, Domains: []string{"example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(root, "drop")
+	os.Mkdir(drop, 0o700)
+	sent := map[string]map[string][]byte{}
+	for i := 0; i < 6; i++ {
+		a := accounts[i%2]
+		id := fmt.Sprintf("<linked-%d@remote.test>", i)
+		raw := []byte(fmt.Sprintf("Return-Path: <s@remote.test>\r\nDelivered-To: %s\r\nFrom: s@remote.test\r\nTo: %s\r\nMessage-ID: %s\r\nSubject: linked %d\r\n\r\n%s",
+			a.Address, a.Address, id, i, strings.Repeat("a line of the body\r\n", 50*(i+1))))
+		p := filepath.Join(drop, fmt.Sprintf("m%d", i))
+		if err := os.WriteFile(p, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(p)
+		res, err := im.Import(context.Background(), importer.Message{
+			ID: p, Name: filepath.Base(p), Size: fi.Size(), Arrived: fi.ModTime(), Path: p,
+			Open: func() (io.ReadCloser, error) { return os.Open(p) },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Delivered) != 1 || !res.Delivered[0].Linked {
+			t.Fatalf("%s: %+v, want one linked delivery", id, res.Delivered)
+		}
+		if d, _ := os.Stat(res.Delivered[0].Path); !os.SameFile(fi, d) {
+			t.Fatalf("%s: the delivery is not the drop file", id)
+		}
+		if sent[a.Maildir] == nil {
+			sent[a.Maildir] = map[string][]byte{}
+		}
+		sent[a.Maildir][id] = raw
+		// The drop file goes once the delivery is durable, as the watcher acknowledges it.
+		if i%4 == 0 {
+			os.Remove(p)
+		}
+	}
+	for md, msgs := range sent {
+		if got := dovecottest.MessageIDs(t, md, "INBOX"); len(got) != len(msgs) {
+			t.Errorf("%s: doveadm sees %v, want %d messages", md, got, len(msgs))
+		}
+		for id, raw := range msgs {
+			if back := dovecottest.Fetch(t, md, id); !bytes.Equal(back, raw) {
+				t.Errorf("%s: doveadm returns %d bytes for %s, the drop file had %d", md, len(back), id, len(raw))
+			}
+		}
+	}
+}
