@@ -25,17 +25,23 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 // also means: copy instead. On error nothing is left at tmp.
 //
 // The caller renames tmp into place and fsyncs that folder, as after WriteTemp; the
-// content and the new name are then durable. Why that is enough: fsync(2) flushes the
-// data and metadata of the inode behind the descriptor, whichever of its names it was
-// opened by, so the fsync here covers the bytes new/ will show however src was
-// written. link(2) and rename(2) are metadata operations that ext4 and XFS journal in
-// order (ext4 data=ordered and XFS commit a directory's operations in the transactions
-// a later fsync of the directory forces to disk, together with the inode's link
-// count), so the folder fsync that follows the rename makes the name in new/ durable,
-// and a crash before it leaves at most tmp/ or new/ holding a complete file, never a
-// name for data that is not on disk. (fsync(2) and link(2) man pages; ext4 and XFS
-// crash behaviour as measured by Pillai et al., "All File Systems Are Not Created
-// Equal", OSDI 2014, table 1: directory operations are ordered on both.)
+// content and the new name are then durable. Why that is enough:
+//   - The fsync here, before the link, makes src's data and inode durable. fsync(2)
+//     flushes the inode behind the descriptor whichever of its names it was opened
+//     by, so it covers the bytes the delivery name will show, however src was written.
+//   - link(2) (new directory entry and the inode's link count) and rename(2) are
+//     metadata operations that ext4 and XFS journal, each as one transaction, in the
+//     order they were made. The folder fsync after the rename commits the running
+//     transaction (ext4, jbd2) or forces the log up to the rename (XFS), and with it
+//     every earlier transaction, the link's included. So the name in new/ is durable
+//     with a link count that counts it, and a crash before that fsync leaves the name
+//     in tmp/ or new/ or neither, and the data on disk whichever.
+//
+// References: fsync(2), link(2), rename(2); ext4's jbd2 commits a transaction as a
+// whole (Documentation/filesystems/ext4 "data=ordered"; ext4_sync_file); XFS
+// xfs_dir_fsync forces the log to the directory's last LSN; and Pillai et al., "All
+// File Systems Are Not Created Equal" (OSDI 2014), who found directory operations
+// ordered and atomic on ext4 (ordered) and XFS.
 //
 // The file is shared, not copied: whoever holds src must never write it again (it may
 // remove it or rename it away, which leaves the delivered name alone).
@@ -51,6 +57,12 @@ func LinkTemp(src, tmp string, size int64) (err error) {
 	}
 	if err := linkable(fi, size); err != nil {
 		return err
+	}
+	// Before the link: a file its writer fsynced (Postfix virtual does) is clean then,
+	// and this fsync returns at once; after the link its changed link count would make
+	// it wait for a journal commit of its own.
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync: %w", err)
 	}
 	err = os.Link(src, tmp)
 	if errors.Is(err, os.ErrExist) {
@@ -77,9 +89,6 @@ func LinkTemp(src, tmp string, size int64) (err error) {
 	}
 	if !os.SameFile(fi, li) {
 		return fmt.Errorf("%w: %s was replaced while it was linked", ErrNotLinkable, filepath.Base(src))
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync: %w", err)
 	}
 	return nil
 }
