@@ -1,10 +1,12 @@
 // Command mxdrop-bench measures mxdrop against the limit of the disk it runs on.
 //
-// Mode "once" (the default) generates N messages of one size, measures the raw limit
+// Mode "once" (the default) generates N messages of one size, measures the raw limits
 // of the file system for a single writer (write + fsync + rename + directory fsync of N
-// files of that size, one after another), then runs the real `mxdrop run --once` over
-// the same N messages into one Maildir, and prints both rates, their ratio and
-// mxdrop's peak memory (the child's maximum resident set size).
+// files of that size, one after another; and hard link into tmp/ + rename + directory
+// fsync of N existing files), then runs the real `mxdrop run --once` over N
+// Postfix-style messages (delivered by hard link) and over N that need a copy, each
+// into one Maildir, and prints the rates, the ratios linked/link limit and
+// copies/write limit, and mxdrop's peak memory (the child's maximum resident set size).
 //
 // Mode "latency" runs the daemon, renames messages into its drop folder at a steady
 // rate and reports the median and 99th percentile from arrival to visible in new/,

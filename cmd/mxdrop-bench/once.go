@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -116,11 +117,21 @@ const benchSettle = 500 * time.Millisecond
 func settled() { time.Sleep(benchSettle + 100*time.Millisecond) }
 
 func (b *bench) fillDrop(drop string, n int) error {
+	return b.fillDropWith(drop, n, b.message)
+}
+
+// copyMessage is message i without its Delivered-To: the account's copy gets one
+// prepended, so it is written, never linked.
+func (b *bench) copyMessage(i int) []byte {
+	return bytes.Replace(b.message(i), []byte("Delivered-To: user@bench.test\n"), nil, 1)
+}
+
+func (b *bench) fillDropWith(drop string, n int, message func(i int) []byte) error {
 	if err := os.MkdirAll(drop, 0o750); err != nil {
 		return err
 	}
 	for i := 0; i < n; i++ {
-		if err := os.WriteFile(filepath.Join(drop, fmt.Sprintf("msg%06d.eml", i)), b.message(i), 0o640); err != nil {
+		if err := os.WriteFile(filepath.Join(drop, fmt.Sprintf("msg%06d.eml", i)), message(i), 0o640); err != nil {
 			return err
 		}
 	}
@@ -133,6 +144,60 @@ func (b *bench) fillDrop(drop string, n int) error {
 	return syncFS(drop)
 }
 
+// linkLimit is rawLimit for deliveries that write no data: n existing files of the
+// message size are each hard linked into tmp/, renamed into new/, and new/ is fsynced,
+// one after another. It returns the rate in files per second.
+func (b *bench) linkLimit() (float64, error) {
+	md := filepath.Join(b.dir, "rawlink")
+	for _, s := range []string{"src", "tmp", "new"} {
+		if err := os.MkdirAll(filepath.Join(md, s), 0o700); err != nil {
+			return 0, err
+		}
+	}
+	for i := 0; i < b.n; i++ {
+		if err := os.WriteFile(filepath.Join(md, "src", strconv.Itoa(i)), b.message(i), 0o600); err != nil {
+			return 0, err
+		}
+	}
+	if err := syncFS(md); err != nil {
+		return 0, err
+	}
+	newDir, err := os.Open(filepath.Join(md, "new"))
+	if err != nil {
+		return 0, err
+	}
+	defer newDir.Close()
+	start := time.Now()
+	for i := 0; i < b.n; i++ {
+		name := fmt.Sprintf("%d.link%d.bench", start.Unix(), i)
+		tmp := filepath.Join(md, "tmp", name)
+		if err := os.Link(filepath.Join(md, "src", strconv.Itoa(i)), tmp); err != nil {
+			return 0, err
+		}
+		if err := os.Rename(tmp, filepath.Join(md, "new", name)); err != nil {
+			return 0, err
+		}
+		if err := newDir.Sync(); err != nil {
+			return 0, err
+		}
+	}
+	return float64(b.n) / time.Since(start).Seconds(), nil
+}
+
+// inodes returns the inode numbers of the files in dir.
+func inodes(dir string) map[uint64]bool {
+	out := map[uint64]bool{}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				out[st.Ino] = true
+			}
+		}
+	}
+	return out
+}
+
 func syncFS(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -142,21 +207,67 @@ func syncFS(path string) error {
 	return unix.Syncfs(int(f.Fd()))
 }
 
-// once compares `mxdrop run --once` with the raw single-writer limit.
+// once compares `mxdrop run --once` with the raw single-writer limits: Postfix-style
+// drops (delivered by hard link) with the link limit, drops that need a copy (no
+// Delivered-To on top) with the write limit.
 func (b *bench) once() error {
 	fmt.Printf("mxdrop-bench once: %d messages of %d bytes in %s\n", b.n, b.size, b.dir)
-	drop := filepath.Join(b.dir, "drop")
-	maildir := filepath.Join(b.dir, "mail")
-	if err := b.fillDrop(drop, b.n); err != nil {
+	linkDrop, copyDrop := filepath.Join(b.dir, "drop"), filepath.Join(b.dir, "drop-copy")
+	if err := b.fillDrop(linkDrop, b.n); err != nil {
 		return err
 	}
-	cfgPath, err := b.config(drop, maildir)
-	if err != nil {
+	if err := b.fillDropWith(copyDrop, b.n, b.copyMessage); err != nil {
 		return err
 	}
+	dropInodes := inodes(linkDrop)
 	raw, err := b.rawLimit()
 	if err != nil {
 		return fmt.Errorf("raw limit: %w", err)
+	}
+	link, err := b.linkLimit()
+	if err != nil {
+		return fmt.Errorf("link limit: %w", err)
+	}
+	linked, err := b.runOnce(linkDrop, filepath.Join(b.dir, "mail"))
+	if err != nil {
+		return err
+	}
+	nLinked := 0
+	for ino := range inodes(filepath.Join(b.dir, "mail", "new")) {
+		if dropInodes[ino] {
+			nLinked++
+		}
+	}
+	copied, err := b.runOnce(copyDrop, filepath.Join(b.dir, "mail-copy"))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("raw single-writer limit: %8.0f msg/s (write+fsync+rename+dir fsync)\n", raw)
+	fmt.Printf("raw link limit:          %8.0f msg/s (hard link into tmp/+rename+dir fsync)\n", link)
+	fmt.Printf("mxdrop run --once, Postfix-style (linked %d of %d):\n", nLinked, b.n)
+	fmt.Printf("                         %8.0f msg/s (%s)\n", linked.rate, linked.summary)
+	fmt.Printf("mxdrop run --once, copies (Delivered-To added):\n")
+	fmt.Printf("                         %8.0f msg/s (%s)\n", copied.rate, copied.summary)
+	fmt.Printf("ratio linked/link limit: %8.2f\n", linked.rate/link)
+	fmt.Printf("ratio copies/raw:        %8.2f\n", copied.rate/raw)
+	fmt.Printf("ratio linked/raw:        %8.2f\n", linked.rate/raw)
+	fmt.Printf("mxdrop peak RSS:         %8.1f MiB (copies %.1f MiB)\n", float64(linked.rss)/1024, float64(copied.rss)/1024)
+	return nil
+}
+
+// onceRun is what one `mxdrop run --once` achieved.
+type onceRun struct {
+	rate    float64 // messages per second
+	summary string  // its output
+	rss     int64   // peak resident set, KiB
+}
+
+// runOnce runs `mxdrop run --once` over drop into maildir and checks that every
+// message arrived.
+func (b *bench) runOnce(drop, maildir string) (onceRun, error) {
+	cfgPath, err := b.config(drop, maildir)
+	if err != nil {
+		return onceRun{}, err
 	}
 	syncFS(b.dir)
 	cmd := exec.Command(b.bin, "--config", cfgPath, "run", "--once")
@@ -164,18 +275,16 @@ func (b *bench) once() error {
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("mxdrop run --once: %w: %s", err, out.String())
+		return onceRun{}, fmt.Errorf("mxdrop run --once: %w: %s", err, out.String())
 	}
 	elapsed := time.Since(start)
-	rate := float64(b.n) / elapsed.Seconds()
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
 	entries, _ := os.ReadDir(filepath.Join(maildir, "new"))
 	if len(entries) != b.n {
-		return fmt.Errorf("delivered %d of %d messages (%s)", len(entries), b.n, strings.TrimSpace(out.String()))
+		return onceRun{}, fmt.Errorf("delivered %d of %d messages (%s)", len(entries), b.n, strings.TrimSpace(out.String()))
 	}
-	fmt.Printf("raw single-writer limit: %8.0f msg/s (write+fsync+rename+dir fsync)\n", raw)
-	fmt.Printf("mxdrop run --once:       %8.0f msg/s (%s)\n", rate, strings.TrimSpace(out.String()))
-	fmt.Printf("ratio mxdrop/raw:        %8.2f\n", rate/raw)
-	fmt.Printf("mxdrop peak RSS:         %8.1f MiB\n", float64(rss)/1024)
-	return nil
+	return onceRun{
+		rate:    float64(b.n) / elapsed.Seconds(),
+		summary: strings.TrimSpace(out.String()),
+		rss:     cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss, // KiB on Linux
+	}, nil
 }
