@@ -257,18 +257,36 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 	}()
 	sent := make([]time.Time, b.n)
 	interval := time.Second / time.Duration(rate)
-	next := time.Now()
-	for i := 0; i < b.n; i++ {
-		if d := time.Until(next); d > 0 {
-			time.Sleep(d)
-		}
-		next = next.Add(interval)
-		tmp := filepath.Join(drop, fmt.Sprintf(".m%06d", i))
-		if err := os.WriteFile(tmp, b.message(i), 0o640); err != nil {
-			return 0, 0, err
-		}
-		sent[i] = time.Now()
-		if err := os.Rename(tmp, filepath.Join(drop, fmt.Sprintf("m%06d", i))); err != nil {
+	// With writerFsync, each file is fsynced before its rename, as Postfix virtual(8)
+	// does; writers in parallel keep the rate, as Postfix's parallel deliveries do.
+	writers := 1
+	if b.writerFsync {
+		writers = 16
+	}
+	first := time.Now()
+	errs := make(chan error, writers)
+	for wk := 0; wk < writers; wk++ {
+		go func(wk int) {
+			for i := wk; i < b.n; i += writers {
+				if d := time.Until(first.Add(time.Duration(i) * interval)); d > 0 {
+					time.Sleep(d)
+				}
+				tmp := filepath.Join(drop, fmt.Sprintf(".m%06d", i))
+				if err := writeDrop(tmp, b.message(i), b.writerFsync); err != nil {
+					errs <- err
+					return
+				}
+				sent[i] = time.Now()
+				if err := os.Rename(tmp, filepath.Join(drop, fmt.Sprintf("m%06d", i))); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}(wk)
+	}
+	for wk := 0; wk < writers; wk++ {
+		if err := <-errs; err != nil {
 			return 0, 0, err
 		}
 	}
@@ -297,6 +315,25 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 	}
 	return p50, p99, nil
 
+}
+
+// writeDrop writes a drop file, fsyncing it when sync is set.
+func writeDrop(path string, data []byte, sync bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
 }
 
 func medianDur(v []time.Duration) time.Duration {

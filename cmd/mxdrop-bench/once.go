@@ -25,6 +25,9 @@ type bench struct {
 	primeMxdrop bool     // measure mxdrop after a first cycle, not as its first
 	tools       string   // comma-separated tools to measure; "" = all
 	wrapMxdrop  []string // a command (and arguments) to run mxdrop under
+
+	// latency mode
+	writerFsync bool // the generator fsyncs each file before its rename (Postfix virtual)
 }
 
 // message returns message i, padded to about size bytes.
