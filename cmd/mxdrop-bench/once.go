@@ -48,12 +48,36 @@ func (b *bench) message(i int) []byte {
 // rate in files per second.
 func (b *bench) rawLimit() (float64, error) {
 	md := filepath.Join(b.dir, "raw")
+	data := b.message(0)
+	return b.limit(md, nil, func(i int, tmp string) error {
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(data); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		return f.Close()
+	})
+}
+
+// limit times n deliveries into the Maildir md, one after another: put makes file i
+// as tmp (in md/tmp/), which is renamed into md/new/, and new/ is fsynced. prepare,
+// when not nil, runs before the clock starts. It returns the rate in files per second.
+func (b *bench) limit(md string, prepare func() error, put func(i int, tmp string) error) (float64, error) {
 	for _, s := range []string{"tmp", "new"} {
 		if err := os.MkdirAll(filepath.Join(md, s), 0o700); err != nil {
 			return 0, err
 		}
 	}
-	data := b.message(0)
+	if prepare != nil {
+		if err := prepare(); err != nil {
+			return 0, err
+		}
+	}
 	newDir, err := os.Open(filepath.Join(md, "new"))
 	if err != nil {
 		return 0, err
@@ -61,19 +85,9 @@ func (b *bench) rawLimit() (float64, error) {
 	defer newDir.Close()
 	start := time.Now()
 	for i := 0; i < b.n; i++ {
-		name := fmt.Sprintf("%d.raw%d.bench", start.Unix(), i)
+		name := fmt.Sprintf("%d.%d.bench", start.Unix(), i)
 		tmp := filepath.Join(md, "tmp", name)
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return 0, err
-		}
-		if _, err := f.Write(data); err != nil {
-			return 0, err
-		}
-		if err := f.Sync(); err != nil {
-			return 0, err
-		}
-		if err := f.Close(); err != nil {
+		if err := put(i, tmp); err != nil {
 			return 0, err
 		}
 		if err := os.Rename(tmp, filepath.Join(md, "new", name)); err != nil {
@@ -152,39 +166,20 @@ func (b *bench) fillDropWith(drop string, n int, message func(i int) []byte) err
 // one after another. It returns the rate in files per second.
 func (b *bench) linkLimit() (float64, error) {
 	md := filepath.Join(b.dir, "rawlink")
-	for _, s := range []string{"src", "tmp", "new"} {
-		if err := os.MkdirAll(filepath.Join(md, s), 0o700); err != nil {
-			return 0, err
+	src := filepath.Join(md, "src")
+	return b.limit(md, func() error {
+		if err := os.MkdirAll(src, 0o700); err != nil {
+			return err
 		}
-	}
-	for i := 0; i < b.n; i++ {
-		if err := os.WriteFile(filepath.Join(md, "src", strconv.Itoa(i)), b.message(i), 0o600); err != nil {
-			return 0, err
+		for i := 0; i < b.n; i++ {
+			if err := os.WriteFile(filepath.Join(src, strconv.Itoa(i)), b.message(i), 0o600); err != nil {
+				return err
+			}
 		}
-	}
-	if err := syncFS(md); err != nil {
-		return 0, err
-	}
-	newDir, err := os.Open(filepath.Join(md, "new"))
-	if err != nil {
-		return 0, err
-	}
-	defer newDir.Close()
-	start := time.Now()
-	for i := 0; i < b.n; i++ {
-		name := fmt.Sprintf("%d.link%d.bench", start.Unix(), i)
-		tmp := filepath.Join(md, "tmp", name)
-		if err := os.Link(filepath.Join(md, "src", strconv.Itoa(i)), tmp); err != nil {
-			return 0, err
-		}
-		if err := os.Rename(tmp, filepath.Join(md, "new", name)); err != nil {
-			return 0, err
-		}
-		if err := newDir.Sync(); err != nil {
-			return 0, err
-		}
-	}
-	return float64(b.n) / time.Since(start).Seconds(), nil
+		return syncFS(md)
+	}, func(i int, tmp string) error {
+		return os.Link(filepath.Join(src, strconv.Itoa(i)), tmp)
+	})
 }
 
 // inodes returns the inode numbers of the files in dir.
