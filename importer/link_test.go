@@ -7,10 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/mxdrop/mxdrop/configs"
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // postfixMessage is a message as Postfix virtual(8) writes it for one recipient:
@@ -33,17 +33,6 @@ func (s *testSetup) linkDrop(t *testing.T, name string, b []byte) (Message, stri
 	return msg, p
 }
 
-// inode returns the inode number and link count of path.
-func inode(t *testing.T, path string) (uint64, uint64) {
-	t.Helper()
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	return st.Ino, uint64(st.Nlink)
-}
-
 // TestImportLinks: a Postfix-style message for one account, on the Maildir's file
 // system, is delivered as the drop file itself: same inode, two names, same bytes;
 // after the drop file is removed the delivery stays whole.
@@ -59,8 +48,8 @@ func TestImportLinks(t *testing.T) {
 	if len(res.Delivered) != 1 || !res.Delivered[0].Linked || !res.Linked() {
 		t.Fatalf("delivered %+v, want one linked delivery", res.Delivered)
 	}
-	srcIno, n := inode(t, src)
-	dstIno, _ := inode(t, res.Delivered[0].Path)
+	srcIno, n := testenv.Inode(t, src)
+	dstIno, _ := testenv.Inode(t, res.Delivered[0].Path)
 	if srcIno != dstIno || n != 2 {
 		t.Errorf("delivery inode %d, drop file inode %d with %d links: want one inode, two names", dstIno, srcIno, n)
 	}
@@ -69,7 +58,7 @@ func TestImportLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameBytes(t, onlyCopy(t, s.maildir("alice")), in)
-	if _, n := inode(t, res.Delivered[0].Path); n != 1 {
+	if _, n := testenv.Inode(t, res.Delivered[0].Path); n != 1 {
 		t.Errorf("%d links after the drop file went", n)
 	}
 }
@@ -111,7 +100,7 @@ func TestImportCopiesWhenNotIdentical(t *testing.T) {
 			if len(res.Delivered) != 1 || res.Delivered[0].Linked || res.Linked() {
 				t.Fatalf("delivered %+v, want one written copy", res.Delivered)
 			}
-			if _, n := inode(t, src); n != 1 {
+			if _, n := testenv.Inode(t, src); n != 1 {
 				t.Errorf("drop file has %d links", n)
 			}
 			want := new(bytes.Buffer)
@@ -145,12 +134,12 @@ func TestImportMultiAccountCopies(t *testing.T) {
 	if len(res.Delivered) != 2 {
 		t.Fatalf("delivered %+v", res.Delivered)
 	}
-	srcIno, n := inode(t, src)
+	srcIno, n := testenv.Inode(t, src)
 	for _, d := range res.Delivered {
 		if d.Linked {
 			t.Errorf("%s linked", d.Account)
 		}
-		if ino, _ := inode(t, d.Path); ino == srcIno {
+		if ino, _ := testenv.Inode(t, d.Path); ino == srcIno {
 			t.Errorf("%s's copy is the drop file's inode", d.Account)
 		}
 	}
@@ -179,7 +168,7 @@ func TestImportCopiesAcrossFileSystems(t *testing.T) {
 		t.Fatalf("delivered %+v, want one written copy", res.Delivered)
 	}
 	sameBytes(t, onlyCopy(t, md), in)
-	if _, n := inode(t, src); n != 1 {
+	if _, n := testenv.Inode(t, src); n != 1 {
 		t.Errorf("drop file has %d links", n)
 	}
 }
@@ -201,8 +190,8 @@ func TestImportLinksWithQuota(t *testing.T) {
 	if !strings.HasSuffix(res.Delivered[0].Path, fmt.Sprintf(",S=%d", len(in))) {
 		t.Errorf("path %s carries no S=%d", res.Delivered[0].Path, len(in))
 	}
-	a, _ := inode(t, src)
-	b, _ := inode(t, res.Delivered[0].Path)
+	a, _ := testenv.Inode(t, src)
+	b, _ := testenv.Inode(t, res.Delivered[0].Path)
 	if a != b {
 		t.Error("not the drop file's inode")
 	}
@@ -216,7 +205,7 @@ func TestImportLinksWithQuota(t *testing.T) {
 	if err != nil || len(res.Delivered) != 0 || len(res.Failed) != 1 {
 		t.Fatalf("over quota: %+v, %v", res, err)
 	}
-	if _, n := inode(t, src2); n != 1 {
+	if _, n := testenv.Inode(t, src2); n != 1 {
 		t.Errorf("refused drop file has %d links", n)
 	}
 }

@@ -9,21 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// ino returns the inode number and link count of path.
-func ino(t *testing.T, path string) (uint64, uint64) {
-	t.Helper()
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	return st.Ino, uint64(st.Nlink)
-}
+	"github.com/mxdrop/mxdrop/internal/testenv"
+)
 
 // linkedEvents returns, by file name, the linked field of the message events in log.
 func linkedEvents(t *testing.T, log string) map[string]bool {
@@ -70,7 +60,7 @@ func TestLinkedDelivery(t *testing.T) {
 
 	for name, want := range data {
 		imported := filepath.Join(e.drop, "Imported", name)
-		iIno, n := ino(t, imported)
+		iIno, n := testenv.Inode(t, imported)
 		if n != 2 {
 			t.Errorf("%s: Imported/ copy has %d links, want 2 (itself and the delivery)", name, n)
 		}
@@ -78,7 +68,7 @@ func TestLinkedDelivery(t *testing.T) {
 		for _, acct := range []string{"alice", "bob"} {
 			news, _ := filepath.Glob(filepath.Join(e.mail, acct, "new", "*"))
 			for _, f := range news {
-				if got, _ := ino(t, f); got == iIno {
+				if got, _ := testenv.Inode(t, f); got == iIno {
 					found = true
 					if b, _ := os.ReadFile(f); !bytes.Equal(b, want) {
 						t.Errorf("%s: linked delivery differs from the drop file", name)
@@ -90,7 +80,7 @@ func TestLinkedDelivery(t *testing.T) {
 			t.Errorf("%s: no delivery shares the drop file's inode", name)
 		}
 	}
-	if _, n := ino(t, filepath.Join(e.drop, "Imported", "two")); n != 1 {
+	if _, n := testenv.Inode(t, filepath.Join(e.drop, "Imported", "two")); n != 1 {
 		t.Errorf("the two-account message has %d links", n)
 	}
 	linked := linkedEvents(t, p.Logs())
@@ -175,7 +165,7 @@ func TestCrashKill9Linked(t *testing.T) {
 		for _, sub := range []string{"new", "cur"} {
 			files, _ := filepath.Glob(filepath.Join(e.mail, acct, sub, "*"))
 			for _, f := range files {
-				if _, n := ino(t, f); n != 1 {
+				if _, n := testenv.Inode(t, f); n != 1 {
 					t.Errorf("%s has %d names", f, n)
 				}
 				b, err := os.ReadFile(f)
