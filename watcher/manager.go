@@ -24,6 +24,8 @@ type Manager struct {
 	jobs    chan *job
 	counts  Counts
 	left    leftLog // drop-folder entries reported as not taken
+	// leaseWarned holds the drop folders whose write-lease refusal was reported.
+	leaseWarned sync.Map
 
 	retryFirst time.Duration // the first retry's delay (5s; tests shorten it)
 

@@ -104,6 +104,18 @@ func noWriter(path string) (free, ok, refused bool) {
 	return true, true, false
 }
 
+// leaseRefused says, once per drop folder, that the write lease on path was refused:
+// files written in place are then taken once unchanged for the settle time only.
+// Events and scans (files there at start-up, run --once) both report it.
+func (m *Manager) leaseRefused(c *Connector, path string) {
+	dir := filepath.Dir(path)
+	if _, told := m.leaseWarned.LoadOrStore(dir, true); told {
+		return
+	}
+	c.Log.Warn().Str("folder", dir).Str("file", filepath.Base(path)).
+		Msg("no write lease on a drop file mxdrop does not own: a file written in place is taken once unchanged for settle; let mxdrop own the drop files, give it CAP_LEASE, or have the writer rename complete files in")
+}
+
 // pendingFile is a file written in place, waiting to be unchanged for the settle time.
 type pendingFile struct {
 	size    int64
@@ -234,7 +246,6 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			requestScan()
 		}
 	}
-	leaseWarned := false // the lease fallback is logged once per watch
 	regular := func(name string, fi os.FileInfo) bool {
 		return m.regular(c, filepath.Join(dir, name), fi.Mode())
 	}
@@ -261,10 +272,8 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 		}
 		// Renamed in complete: nobody has it open for writing.
 		free, ok, refused := noWriter(path)
-		if refused && !leaseWarned {
-			leaseWarned = true
-			c.Log.Warn().Str("folder", dir).Str("file", name).
-				Msg("no write lease on a drop file mxdrop does not own: a file written in place is taken once unchanged for settle; let mxdrop own the drop files, give it CAP_LEASE, or have the writer rename complete files in")
+		if refused {
+			m.leaseRefused(c, path)
 		}
 		if ok && free && fi.Size() > 0 {
 			offer(path)
@@ -406,7 +415,11 @@ func (m *Manager) scan(ctx context.Context, c *Connector, cl *claims, dir string
 					fresh = fs.age(fi.ModTime()) < c.Settle
 				}
 				if !fresh {
-					if free, ok, _ := noWriter(path); ok && !free {
+					free, ok, refused := noWriter(path)
+					if refused {
+						m.leaseRefused(c, path)
+					}
+					if ok && !free {
 						fresh = true
 					}
 				}

@@ -47,7 +47,12 @@ type env struct {
 
 func newEnv(t *testing.T, extra string) *env {
 	t.Helper()
-	root := t.TempDir()
+	return newEnvAt(t, t.TempDir(), extra)
+}
+
+// newEnvAt is newEnv in the existing folder root.
+func newEnvAt(t *testing.T, root, extra string) *env {
+	t.Helper()
 	e := &env{t: t, root: root, drop: filepath.Join(root, "drop"), mail: filepath.Join(root, "mail")}
 	os.MkdirAll(e.drop, 0o750)
 	e.cfgPath = filepath.Join(root, "mxdrop.yaml")
