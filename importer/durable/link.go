@@ -36,6 +36,12 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //     every earlier transaction, the link's included. So the name in new/ is durable
 //     with a link count that counts it, and a crash before that fsync leaves the name
 //     in tmp/ or new/ or neither, and the data on disk whichever.
+//   - Without a journal (ext2, ext4 without has_journal) the folder fsync writes the
+//     folder's blocks but not the linked inode's new link count, so after a crash the
+//     inode may count fewer names than point to it. Such a file system is marked not
+//     clean while mounted, and e2fsck, which runs at the next boot because of it,
+//     recounts every inode's names from the folders (its pass 4) before anything can
+//     remove the drop file's name and free an inode still named in new/.
 //
 // References: fsync(2), link(2), rename(2); ext4's jbd2 commits a transaction as a
 // whole (Documentation/filesystems/ext4 "data=ordered"; ext4_sync_file); XFS
