@@ -70,7 +70,7 @@ func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st
 	}
 	defer state.Close()
 	state.fault = p.stateFault
-	sp, err := newSpool(filepath.Join(p.dir, "spool"))
+	sp, err := newSpool(filepath.Join(p.dir, "spool"), p.cfg.MaxMessageSize)
 	if err == nil {
 		err = sp.clean()
 	}
@@ -98,6 +98,12 @@ func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st
 		fst, err := p.folderCycle(ctx, state, sp, f, &budget)
 		f.done()
 		st.add(fst)
+		if errors.Is(err, errSessionEnded) {
+			// Logged with the message; the folders after this one wait for the next
+			// cycle, on a new connection.
+			polled++
+			break
+		}
 		if err != nil {
 			st.Errors++
 			if name != "" {
@@ -410,13 +416,24 @@ func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder,
 	for len(items) > 0 || prev != nil {
 		var next *batchRun
 		var ferr error
+		var large *item // refused too large by the fetch, which ended the session
 		markedByPrev := false
 		if len(items) > 0 {
 			if ferr = ctx.Err(); ferr == nil {
 				n := batchLen(items)
 				markedByPrev = marked
-				next, ferr = p.fetchBatch(ctx, state, sp, f, items[:n], !marked)
+				batch := items[:n]
+				next, ferr = p.fetchBatch(ctx, state, sp, f, batch, !marked)
 				items = items[n:]
+				if large = tooLargeItem(batch, ferr); large != nil {
+					// Neither the rest of this batch nor the batches after it can be
+					// fetched on this connection.
+					st.Pending += len(items) + n - 1
+					if next != nil {
+						st.Pending -= len(next.got)
+					}
+					items = nil
+				}
 			}
 		}
 		if prev != nil {
@@ -435,6 +452,16 @@ func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder,
 					next.release(sp)
 					next = nil
 				}
+			}
+		}
+		if large != nil {
+			// Recorded only now: the previous batch's done transaction, just
+			// committed, may have carried an in-flight mark of the same message.
+			st.TooLarge++
+			if err := p.noteTooLarge(state, f, large, asTooLarge(ferr)); err != nil {
+				ferr = errors.Join(err, ferr)
+			} else if onlyTooLarge(ferr) {
+				ferr = errSessionEnded
 			}
 		}
 		if next == nil {
@@ -467,6 +494,60 @@ func (p *Poller) batches(ctx context.Context, state *State, sp *spool, f folder,
 		prev = next
 	}
 	return st, nil
+}
+
+// errSessionEnded is a batch's fetch that closed the connection on purpose: a message
+// was too large (see noteTooLarge). It ends the cycle without an error; the messages
+// not fetched yet are left for the next cycle (Pending).
+var errSessionEnded = errors.New("session closed after a message too large")
+
+// tooLargeItem returns the item of batch that err, a batch's fetch error, refused as
+// too large; nil when err is no such refusal or names no message of batch.
+func tooLargeItem(batch []item, err error) *item {
+	tl := asTooLarge(err)
+	if tl == nil {
+		return nil
+	}
+	for i := range batch {
+		if batch[i].m.Key == tl.Key {
+			return &batch[i]
+		}
+	}
+	return nil
+}
+
+// onlyTooLarge reports whether err is a *tooLargeError, wrapped but not joined with
+// another error.
+func onlyTooLarge(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if _, ok := err.(*tooLargeError); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// noteTooLarge records it, refused by its fetch as larger than max_message_size,
+// as too large: like a message whose advertised size is over the limit, it stays on the
+// server, is never deleted, and is not fetched again unless the limit is raised above
+// the size recorded (at least the bytes received, past the limit). It logs the
+// refusal at warn.
+func (p *Poller) noteTooLarge(state *State, f folder, it *item, tl *tooLargeError) error {
+	first := p.now().Unix()
+	if it.entry.First != 0 { // known, or marked in flight
+		first = it.entry.First
+	}
+	size := max(tl.Announced, tl.Received, it.m.Size)
+	p.log.Warn().Str("uid", it.m.Key).Str("file", f.label(it.m)).Int64("size", it.m.Size).
+		Int64("announced", tl.Announced).Int64("bytes_received", tl.Received).
+		Int64("max_message_size", tl.Limit).Str("reason", "too_large").
+		Msg("message larger than max_message_size although the server listed it smaller: " +
+			"transfer stopped, connection closed, message left on the server")
+	e := Entry{Status: StatusTooLarge, First: first, Size: size, Gen: it.m.Gen}
+	if err := state.Apply(f.scope(), Change{Put: map[string]Entry{it.m.Key: e}}); err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
 }
 
 // committed reports whether err, a finished batch's error, came after its done

@@ -195,7 +195,10 @@ func (f *pop3Folder) describe(ctx context.Context, msgs []remoteMsg) ([]remoteMs
 }
 
 // fetch is one RETR per message, pipelined where the server allows it, each streamed
-// into the spool.
+// into the spool. A message that grows past max_message_size (LIST gave only the
+// server's word for its size) ends the session: a RETR cannot be left midway but by
+// reading it to its end, which a hostile server never sends, so the connection is
+// closed and fetch returns the *tooLargeError. The message stays on the server.
 func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]spooled, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -205,6 +208,7 @@ func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 		nums[i] = int(m.Num)
 	}
 	var out []spooled
+	var tooLarge error
 	err := f.s.c.RetrAll(nums, func(i int, r io.Reader, refused *pop3.Error) error {
 		m := msgs[i]
 		if refused != nil {
@@ -221,6 +225,10 @@ func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 		w := sp.create(m)
 		if _, err := io.Copy(w, r); err != nil {
 			w.discard()
+			if asTooLarge(err) != nil {
+				f.s.c.Close() // RetrAll would read the rest, without end
+				tooLarge = err
+			}
 			return fmt.Errorf("retr %d: %w", m.Num, err)
 		}
 		g, err := w.finish()
@@ -230,6 +238,9 @@ func (f *pop3Folder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 		out = append(out, g)
 		return ctx.Err()
 	})
+	if tooLarge != nil {
+		err = tooLarge // rather than the closed connection it caused
+	}
 	return out, err
 }
 

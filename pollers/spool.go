@@ -2,6 +2,7 @@ package pollers
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,6 +29,10 @@ const (
 // goroutine at a time; release may be called from import workers.
 type spool struct {
 	dir string
+	// limit is max_message_size (0: none). A writer refuses the byte that takes its
+	// message past it, whatever size the server advertised: a server's word bounds
+	// neither memory nor disk.
+	limit int64
 
 	mu    sync.Mutex
 	n     int      // spill files created
@@ -52,11 +57,49 @@ func (g spooled) open() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(g.data)), nil
 }
 
-func newSpool(dir string) (*spool, error) {
+// newSpool returns the spool of dir, whose writers refuse a message past limit bytes
+// (0: no limit).
+func newSpool(dir string, limit int64) (*spool, error) {
 	if err := durable.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	return &spool{dir: dir}, nil
+	return &spool{dir: dir, limit: limit}, nil
+}
+
+// tooLargeError is a message refused by the spool's limit: announced larger than it
+// (an IMAP literal's size, exact by RFC 3501 section 4.3), or grown past it as it
+// arrived (a POP3 RETR, whose LIST size is only the server's word). What was received
+// is discarded; the message is never delivered in part.
+type tooLargeError struct {
+	Key       string // the message's state key
+	Limit     int64  // max_message_size
+	Announced int64  // the size announced for the transfer; -1 when none was
+	Received  int64  // bytes received when the transfer was refused
+}
+
+func (e *tooLargeError) Error() string {
+	if e.Received == 0 && e.Announced > e.Limit {
+		return fmt.Sprintf("message %s announced at %d bytes, larger than max_message_size %d", e.Key, e.Announced, e.Limit)
+	}
+	return fmt.Sprintf("message %s grew past max_message_size %d: %d bytes received", e.Key, e.Limit, e.Received)
+}
+
+// asTooLarge returns the tooLargeError in err's chain, or nil.
+func asTooLarge(err error) *tooLargeError {
+	var tl *tooLargeError
+	if errors.As(err, &tl) {
+		return tl
+	}
+	return nil
+}
+
+// refuse returns a *tooLargeError when the transfer of m announces more than the
+// limit (m.Size is the announced size), so that it is refused before a byte is read.
+func (s *spool) refuse(m remoteMsg) error {
+	if s.limit > 0 && m.Size > s.limit {
+		return &tooLargeError{Key: m.Key, Limit: s.limit, Announced: m.Size}
+	}
+	return nil
 }
 
 // clean removes every spill file: the leftovers of an interrupted cycle.
@@ -132,7 +175,9 @@ func (s *spool) release(g spooled) {
 }
 
 // spoolWriter receives one message. It writes into memory while the message fits
-// spoolMemMax and the budget, and moves everything into a spill file otherwise.
+// spoolMemMax and the budget, and moves everything into a spill file otherwise. A
+// write that would take the message past the spool's limit fails with a
+// *tooLargeError, and so does every write after it.
 type spoolWriter struct {
 	sp  *spool
 	m   remoteMsg
@@ -144,6 +189,10 @@ type spoolWriter struct {
 
 func (w *spoolWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
+		return 0, w.err
+	}
+	if lim := w.sp.limit; lim > 0 && w.n+int64(len(p)) > lim {
+		w.err = &tooLargeError{Key: w.m.Key, Limit: lim, Announced: w.m.Size, Received: w.n + int64(len(p))}
 		return 0, w.err
 	}
 	if w.f == nil {

@@ -24,7 +24,7 @@ func readAll(t *testing.T, g spooled) string {
 
 func newTestSpool(t *testing.T) *spool {
 	t.Helper()
-	sp, err := newSpool(t.TempDir())
+	sp, err := newSpool(t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
