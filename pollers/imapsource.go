@@ -109,6 +109,10 @@ func (f *imapFolder) describe(ctx context.Context, msgs []remoteMsg) ([]remoteMs
 	return out, nil
 }
 
+// fetch streams msgs into the spool. A body whose literal announces more than
+// max_message_size (RFC822.SIZE, checked before, is only the server's word) is refused
+// before a byte of it is read: FetchBodies closes the connection, and fetch returns the
+// *tooLargeError. The spool's writer bounds the copy as well.
 func (f *imapFolder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]spooled, error) {
 	files := map[uint32]*lfWriter{} // by sequence number, while being written
 	done := map[uint32]spooled{}    // by UID
@@ -117,12 +121,17 @@ func (f *imapFolder) fetch(ctx context.Context, msgs []remoteMsg, sp *spool) ([]
 		byUID[m.Num] = m
 	}
 	err := f.s.c.FetchBodies(nums(msgs),
-		func(seq uint32, size int64) (io.Writer, error) {
+		func(seq, uid uint32, size int64) (io.Writer, error) {
 			if old := files[seq]; old != nil {
 				old.w.discard()
 			}
-			// The UID may follow the body: the message is filled in by done.
-			files[seq] = &lfWriter{w: sp.create(remoteMsg{Size: size})}
+			// The literal's size, and the key when the UID came first (go-imap
+			// needs it first to tell the response is ours); done fills in the rest.
+			m := remoteMsg{Key: byUID[uid].Key, Size: size}
+			if err := sp.refuse(m); err != nil {
+				return nil, err
+			}
+			files[seq] = &lfWriter{w: sp.create(m)}
 			return files[seq], nil
 		},
 		func(seq, uid uint32, _ int64) error {

@@ -270,13 +270,16 @@ func (c *Client) MessageIDs(uids []uint32) (map[uint32]string, error) {
 }
 
 // FetchBodies streams the whole of each message in uids (UID FETCH ... BODY.PEEK[]).
-// For each message the server sends, open is called with its sequence number and its
-// size as the server sends it (CRLF line endings) and returns where its bytes go; once the message is complete, done is called with the
-// sequence number, its UID and the byte count. (The UID is not required to precede the
-// body in a FETCH response, hence the two steps.) A message the server no longer has
-// is skipped. An error of open, done or the connection stops the fetch and is
-// returned; messages already passed to done are complete.
-func (c *Client) FetchBodies(uids []uint32, open func(seq uint32, size int64) (io.Writer, error), done func(seq, uid uint32, n int64) error) error {
+// For each message the server sends, open is called with its sequence number, its UID
+// when it came before the body (0 otherwise), and its size as the server sends it (CRLF
+// line endings), and returns where its bytes go; once the message is complete, done is
+// called with the sequence number, its UID and the byte count. (The UID is not
+// required to precede the body in a FETCH response, hence the two steps.) A message
+// the server no longer has is skipped. An error of open, done or the connection stops
+// the fetch and is returned; messages already passed to done are complete. An error of
+// open or of the writer also closes the connection: the rest of a literal cannot be
+// skipped but by reading it, and its size is the server's to choose.
+func (c *Client) FetchBodies(uids []uint32, open func(seq, uid uint32, size int64) (io.Writer, error), done func(seq, uid uint32, n int64) error) error {
 	cmd := c.c.Fetch(uidSet(uids), &goimap.FetchOptions{
 		UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
 	})
@@ -301,13 +304,15 @@ func (c *Client) FetchBodies(uids []uint32, open func(seq uint32, size int64) (i
 				if it.Literal == nil {
 					continue // NIL body: nothing to store
 				}
-				w, err := open(msg.SeqNum, it.Literal.Size())
+				w, err := open(msg.SeqNum, uid, it.Literal.Size())
 				if err != nil {
+					c.abortLiteral(it.Literal)
 					return err
 				}
 				lr := &literalReader{r: it.Literal}
 				n, err = io.Copy(w, lr)
 				if err != nil && lr.err == nil {
+					c.abortLiteral(lr)
 					return fmt.Errorf("spool message body: %w", err)
 				}
 				if lr.err != nil || n != it.Literal.Size() {
@@ -440,6 +445,17 @@ func (c *Client) Idle(ctx context.Context, max time.Duration) (newMail bool, err
 		return newMail, fmt.Errorf("idle: %w", err)
 	}
 	return newMail, ctx.Err()
+}
+
+// abortLiteral closes the connection in the middle of lit, a literal of a FETCH
+// response, instead of reading the rest. go-imap's reader goroutine waits until lit is
+// read to its end or fails, and FetchCommand.Close would drain it: closing the socket
+// first makes lit fail after what is buffered, that failure lets the goroutine end,
+// and the Client is closed once it has (see the QUIRK in FetchBodies).
+func (c *Client) abortLiteral(lit io.Reader) {
+	c.conn.Close()
+	io.Copy(io.Discard, lit)
+	c.c.Close()
 }
 
 // literalReader remembers a failed read of a literal.

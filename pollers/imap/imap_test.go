@@ -92,9 +92,9 @@ func TestFetchAndDelete(t *testing.T) {
 	bufs := map[uint32]*bytes.Buffer{}
 	got := map[uint32]string{}
 	err = c.FetchBodies(uids,
-		func(seq uint32, size int64) (io.Writer, error) {
-			if size <= 0 {
-				t.Errorf("message %d: size %d", seq, size)
+		func(seq, uid uint32, size int64) (io.Writer, error) {
+			if size <= 0 || uid == 0 {
+				t.Errorf("message %d: uid %d, size %d", seq, uid, size)
 			}
 			bufs[seq] = &bytes.Buffer{}
 			return bufs[seq], nil
