@@ -30,12 +30,24 @@ type fakePOP3 struct {
 	// retrErr answers RETR with -ERR; closeAfterRetr closes the connection right after
 	// a RETR's reply.
 	retrErr, closeAfterRetr atomic.Bool
+	// sent counts the bytes of message content written in answer to RETR.
+	sent atomic.Int64
 }
 
 type fakeMsg struct {
 	uid  string
 	data []byte // CRLF line endings
+	// listSize, when not 0, is the size LIST gives instead of the real one.
+	listSize int
+	// endless makes RETR send data and then lines of x without end (up to
+	// fakeEndlessCap bytes in all, then nothing until the client leaves): never the
+	// terminating dot.
+	endless bool
 }
+
+// fakeEndlessCap bounds what an endless RETR sends, so that a poller that does not
+// stop it fails its test in seconds rather than filling the disk.
+const fakeEndlessCap = 64 << 20
 
 func newFakePOP3(t *testing.T, box func(session int) []fakeMsg) *fakePOP3 {
 	t.Helper()
@@ -98,7 +110,7 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 		}
 		w.Flush()
 	}
-	multi := func(data []byte) {
+	lines := func(data []byte) {
 		for _, l := range strings.SplitAfter(string(data), "\r\n") {
 			if l == "" {
 				continue
@@ -108,6 +120,9 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 			}
 			w.WriteString(l)
 		}
+	}
+	multi := func(data []byte) {
+		lines(data)
 		send(".")
 	}
 	msg := func(arg string) (fakeMsg, bool) {
@@ -143,7 +158,11 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 		case "LIST":
 			send("+OK")
 			for i, m := range box {
-				send(fmt.Sprintf("%d %d", i+1, len(m.data)))
+				size := len(m.data)
+				if m.listSize != 0 {
+					size = m.listSize
+				}
+				send(fmt.Sprintf("%d %d", i+1, size))
 			}
 			send(".")
 		case "RETR":
@@ -153,6 +172,20 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 				continue
 			}
 			send("+OK")
+			f.sent.Add(int64(len(m.data)))
+			if m.endless {
+				lines(m.data)
+				x := strings.Repeat("x", 998) + "\r\n"
+				for f.sent.Load() < fakeEndlessCap {
+					if _, err := w.WriteString(x); err != nil {
+						return
+					}
+					f.sent.Add(int64(len(x)))
+				}
+				w.Flush()
+				r.ReadString('\n') // no dot: wait until the client gives up
+				return
+			}
 			multi(m.data)
 			if f.closeAfterRetr.Load() {
 				return

@@ -30,13 +30,88 @@ type memIMAP struct {
 	conns    atomic.Int32
 	expunges atomic.Int32  // EXPUNGE and UID EXPUNGE commands
 	idling   chan struct{} // a session has entered IDLE
+	// liar, when set, is a message the server misrepresents in FETCH responses.
+	liar atomic.Pointer[imapLiar]
+	// sent counts the body bytes the liar's FETCH responses wrote.
+	sent atomic.Int64
+	stop chan struct{} // closed at the end of the test: a stalled liar gives up
 }
 
-// idleSession tells when the server enters IDLE, and counts expunges.
+// imapLiar is a message FETCH misrepresents: it gives RFC822.SIZE size, and, when
+// literal is not 0, sends BODY[] as a literal announced at literal bytes of which it
+// sends at most fakeEndlessCap, then nothing until the client leaves. The message must
+// be the first of its folder (sequence number 1).
+type imapLiar struct {
+	uid     goimap.UID
+	size    int64
+	literal int64
+}
+
+// idleSession tells when the server enters IDLE, counts expunges, and tells the
+// liar's lies.
 type idleSession struct {
 	imapserver.SessionIMAP4rev2
 	idling   chan struct{}
 	expunges *atomic.Int32
+	m        *memIMAP
+}
+
+func (s idleSession) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, options *goimap.FetchOptions) error {
+	l := s.m.liar.Load()
+	uids, ok := numSet.(goimap.UIDSet)
+	if l == nil || !ok || !uids.Contains(l.uid) {
+		return s.SessionIMAP4rev2.Fetch(w, numSet, options)
+	}
+	nums, ok := uids.Nums()
+	if !ok {
+		return fmt.Errorf("the liar needs explicit UIDs, got %v", uids)
+	}
+	var rest goimap.UIDSet
+	for _, u := range nums {
+		if u != l.uid {
+			rest.AddNum(u)
+		}
+	}
+	switch {
+	case len(options.BodySection) == 0:
+		// The sizes and dates of a listing (the poller's describe).
+		mw := w.CreateMessage(1)
+		mw.WriteUID(l.uid)
+		if options.RFC822Size {
+			mw.WriteRFC822Size(l.size)
+		}
+		if options.InternalDate {
+			mw.WriteInternalDate(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC))
+		}
+		if err := mw.Close(); err != nil {
+			return err
+		}
+	case l.literal == 0:
+		if err := s.SessionIMAP4rev2.Fetch(w, goimap.UIDSetNum(l.uid), options); err != nil {
+			return err
+		}
+	default:
+		mw := w.CreateMessage(1)
+		mw.WriteUID(l.uid)
+		lw := mw.WriteBodySection(options.BodySection[0], l.literal)
+		x := []byte(strings.Repeat("x", 998) + "\r\n")
+		for s.m.sent.Load() < min(l.literal, fakeEndlessCap) {
+			n, err := lw.Write(x[:min(int64(len(x)), l.literal-s.m.sent.Load())])
+			s.m.sent.Add(int64(n))
+			if err != nil {
+				return err
+			}
+		}
+		select { // the literal's end, if ever, is not sent
+		case <-s.m.stop:
+		case <-time.After(20 * time.Second):
+		}
+		return errors.New("liar gives up")
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	return s.SessionIMAP4rev2.Fetch(w, rest, options)
 }
 
 func (s idleSession) Expunge(w *imapserver.ExpungeWriter, uids *goimap.UIDSet) error {
@@ -82,11 +157,11 @@ func newMemIMAP(t *testing.T, caps goimap.CapSet) *memIMAP {
 		t.Fatal(err)
 	}
 	mem.AddUser(u)
-	m := &memIMAP{user: u, idling: make(chan struct{}, 16)}
+	m := &memIMAP{user: u, idling: make(chan struct{}, 16), stop: make(chan struct{})}
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			m.conns.Add(1)
-			return idleSession{mem.NewSession().(imapserver.SessionIMAP4rev2), m.idling, &m.expunges}, nil, nil
+			return idleSession{mem.NewSession().(imapserver.SessionIMAP4rev2), m.idling, &m.expunges, m}, nil, nil
 		},
 		Caps:         caps,
 		InsecureAuth: true,
@@ -98,6 +173,7 @@ func newMemIMAP(t *testing.T, caps goimap.CapSet) *memIMAP {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { close(m.stop) })
 	a := ln.Addr().(*net.TCPAddr)
 	m.host, m.port = a.IP.String(), a.Port
 	return m

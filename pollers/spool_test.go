@@ -166,3 +166,54 @@ func TestSpoolDiscard(t *testing.T) {
 		t.Errorf("after discard: %d files, %d bytes held", n, sp.inMem)
 	}
 }
+
+// TestSpoolLimit: a writer refuses the write that takes its message past the spool's
+// limit, whatever size was announced, in memory and once spilled, and keeps refusing;
+// finish then fails and nothing is left behind. An announced size past the limit is
+// refused before any write.
+func TestSpoolLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		hint  int64
+	}{
+		{"memory", 10000, 100},
+		{"spilled", spoolMemMax + 5000, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := newTestSpool(t)
+			sp.limit = tc.limit
+			w := sp.create(remoteMsg{Key: "k", Size: tc.hint})
+			chunk := bytes.Repeat([]byte("z"), 4096)
+			var written int64
+			var err error
+			for err == nil {
+				var n int
+				n, err = w.Write(chunk)
+				written += int64(n)
+			}
+			tl := asTooLarge(err)
+			if tl == nil || tl.Key != "k" || tl.Limit != tc.limit || tl.Received != written+int64(len(chunk)) {
+				t.Fatalf("error %v (%+v) after %d bytes", err, tl, written)
+			}
+			if written > tc.limit || written <= tc.limit-int64(len(chunk)) {
+				t.Errorf("%d bytes taken for a limit of %d", written, tc.limit)
+			}
+			if _, err := w.Write([]byte("z")); asTooLarge(err) == nil {
+				t.Errorf("a write after the refusal: %v", err)
+			}
+			if _, err := w.finish(); asTooLarge(err) == nil {
+				t.Errorf("finish: %v", err)
+			}
+			if n := spillFiles(t, sp); n != 0 || sp.inMem != 0 {
+				t.Errorf("after the refusal: %d files, %d bytes held", n, sp.inMem)
+			}
+			if err := sp.refuse(remoteMsg{Key: "a", Size: tc.limit + 1}); asTooLarge(err) == nil {
+				t.Errorf("refuse of an announced size past the limit: %v", err)
+			}
+			if err := sp.refuse(remoteMsg{Key: "a", Size: tc.limit}); err != nil {
+				t.Errorf("refuse of an announced size at the limit: %v", err)
+			}
+		})
+	}
+}
