@@ -39,6 +39,11 @@
 // memory (up to 1 MiB each and 16 MiB a batch; larger ones in
 // state_dir/pollers/<name>/spool/, not fsynced: a crash refetches them) while they are
 // imported; quarantined ones go to state_dir/ImportFailed/<name>/ with their reason.
+// max_message_size is checked against the size the server lists, and again by the
+// spool as the bytes arrive (before them, for an IMAP literal's size): a message that
+// grows past it is discarded, its connection closed (a transfer cannot be skipped
+// without reading it to its end), and it is recorded too_large like one listed too
+// large; the cycle ends there, and the messages not fetched are pending.
 //
 // # Crash safety
 //
