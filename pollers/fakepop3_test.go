@@ -30,6 +30,9 @@ type fakePOP3 struct {
 	// retrErr answers RETR with -ERR; closeAfterRetr closes the connection right after
 	// a RETR's reply.
 	retrErr, closeAfterRetr atomic.Bool
+	// endlessTop answers TOP with the header block and then lines of x without end (up
+	// to fakeEndlessCap bytes, counted in sent), never the terminating dot.
+	endlessTop atomic.Bool
 	// sent counts the bytes of message content written in answer to RETR.
 	sent atomic.Int64
 }
@@ -175,15 +178,7 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 			f.sent.Add(int64(len(m.data)))
 			if m.endless {
 				lines(m.data)
-				x := strings.Repeat("x", 998) + "\r\n"
-				for f.sent.Load() < fakeEndlessCap {
-					if _, err := w.WriteString(x); err != nil {
-						return
-					}
-					f.sent.Add(int64(len(x)))
-				}
-				w.Flush()
-				r.ReadString('\n') // no dot: wait until the client gives up
+				f.endless(w, r)
 				return
 			}
 			multi(m.data)
@@ -199,6 +194,11 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 			}
 			hdr, _, _ := bytes.Cut(m.data, []byte("\r\n\r\n"))
 			send("+OK")
+			if f.endlessTop.Load() {
+				lines(append(hdr, "\r\n\r\n"...))
+				f.endless(w, r)
+				return
+			}
 			multi(append(hdr, "\r\n\r\n"...))
 		case "DELE":
 			i, _ := strconv.Atoi(arg)
@@ -220,4 +220,18 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 			send("-ERR unknown command")
 		}
 	}
+}
+
+// endless writes lines of x until fakeEndlessCap bytes are sent in all, never the
+// terminating dot, then waits until the client gives up.
+func (f *fakePOP3) endless(w *bufio.Writer, r *bufio.Reader) {
+	x := strings.Repeat("x", 998) + "\r\n"
+	for f.sent.Load() < fakeEndlessCap {
+		if _, err := w.WriteString(x); err != nil {
+			return
+		}
+		f.sent.Add(int64(len(x)))
+	}
+	w.Flush()
+	r.ReadString('\n')
 }

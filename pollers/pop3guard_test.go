@@ -55,6 +55,36 @@ func TestPOP3ReusedUIDLSameMessage(t *testing.T) {
 	e.wantDelivered("alice@example.com", "<same@x>")
 }
 
+// TestPOP3EndlessTop: verifying a delivered message still on the server, mxdrop asks
+// TOP n 0; a server answering with the header and then data without end gets the
+// session closed after a bounded read, and nothing is deleted on its word.
+func TestPOP3EndlessTop(t *testing.T) {
+	e := newEnv(t, "alice@example.com")
+	srv := newFakePOP3(t, func(n int) []fakeMsg {
+		return []fakeMsg{{uid: "u1", data: message("same@x")}}
+	})
+	srv.closeAfterRetr.Store(true)
+	p := e.poller(srv.config())
+	if st, _ := p.Cycle(t.Context()); st.Delivered != 1 {
+		t.Fatalf("first cycle %+v", st)
+	}
+	srv.closeAfterRetr.Store(false)
+	srv.endlessTop.Store(true)
+	srv.sent.Store(0)
+	st, err := p.Cycle(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "past the header block") {
+		t.Fatalf("second cycle %+v, %v: want the session ended over the TOP reply", st, err)
+	}
+	if s := srv.session(2); strings.Contains(s, "DELE") {
+		t.Fatalf("second session %s: deleted on an unverified TOP", s)
+	}
+	// headerPrintMax of header, topSlack after it, and the socket buffers between.
+	if sent := srv.sent.Load(); sent > 40<<20 {
+		t.Errorf("the server sent %d bytes of its TOP reply before mxdrop stopped reading", sent)
+	}
+	e.wantDelivered("alice@example.com", "<same@x>")
+}
+
 // TestPOP3SameMessageIDOtherContent: a forged message takes a Message-ID; the genuine
 // message with that Message-ID (another sender, another body) arrives later, in the
 // same session and in a later one. Each must be delivered, not suppressed as a
