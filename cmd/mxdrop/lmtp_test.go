@@ -202,3 +202,32 @@ pollers:
 		t.Errorf("alice has %d and bob %d messages, want 3 each", a, b)
 	}
 }
+
+// TestLMTPQuitOnStop: when mxdrop stops, its idle LMTP sessions (on the unix socket:
+// "from local") end with QUIT, which Dovecot logs as "Logged out" rather than as a
+// closed connection.
+func TestLMTPQuitOnStop(t *testing.T) {
+	e, srv := lmtpEnv(t)
+	p := e.start("run")
+	dropFile(t, e.drop, "q1", msg("quit@test", "X-Original-To", "alice@example.com"))
+	waitUntil(t, "the message delivered", 20*time.Second, func() bool {
+		return serverIDs(t, srv, "alice")["quit@test"] == 1
+	})
+	p.stop(t)
+	waitUntil(t, "Dovecot to log the session's end", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(srv.LogPath())
+		return strings.Contains(string(b), "Disconnect from local")
+	})
+	b, _ := os.ReadFile(srv.LogPath())
+	var ends []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "lmtp(") && strings.Contains(l, "Disconnect from local") {
+			ends = append(ends, l)
+		}
+	}
+	for _, l := range ends {
+		if !strings.Contains(l, "Logged out") {
+			t.Errorf("an LMTP session did not end with QUIT: %s", l)
+		}
+	}
+}

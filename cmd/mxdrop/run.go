@@ -301,7 +301,11 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 	if configPath != "" {
 		go watchConfigFile(ctx, configPath, reload, log)
 	}
-	running, runningLMTP := a.cfg, a.lmtp
+	running := a.cfg
+	// The LMTP pool of the running generation: a reload replaces it, and it is closed
+	// (its idle sessions end with QUIT) when mxdrop stops.
+	var lmtpMu sync.Mutex
+	runningLMTP := a.lmtp
 	go func() {
 		for {
 			select {
@@ -336,10 +340,12 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 				m.Update(na.connectors)
 				pg.replace(ctx, na.pollers)
 				mt.setLive(&liveState{a: na, m: m, bouncer: bouncer, ps: na.pollers})
+				lmtpMu.Lock()
 				if runningLMTP != nil {
 					runningLMTP.Close() // its idle sessions; the new generation dials its own
 				}
 				runningLMTP = na.lmtp
+				lmtpMu.Unlock()
 				running = cfg
 				log.Info().Str("trigger", why).Int("connectors", len(na.connectors)).Int("pollers", len(na.pollers)).Msg("configuration reloaded")
 			}
@@ -366,6 +372,11 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 	}()
 	err := m.Run(ctx, a.connectors)
 	pg.stop()
+	lmtpMu.Lock()
+	if runningLMTP != nil {
+		runningLMTP.Close()
+	}
+	lmtpMu.Unlock()
 	if oerr := <-outboxDone; oerr != nil && err == nil {
 		err = oerr
 	}
