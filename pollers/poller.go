@@ -278,7 +278,7 @@ func (p *Poller) connectOnce(ctx context.Context) (session, error) {
 	addr := net.JoinHostPort(p.cfg.Host, strconv.Itoa(p.cfg.Port))
 	switch p.cfg.Protocol {
 	case "imap":
-		c, err := imap.Dial(ctx, imap.Options{Addr: addr, TLS: p.cfg.TLS, TLSConfig: p.tls, Timeout: p.cfg.Timeout.D()})
+		c, err := imap.Dial(ctx, imap.Options{Addr: addr, TLS: p.cfg.TLS, TLSConfig: p.tls, Timeout: p.cfg.Timeout.D(), MaxMessageSize: p.cfg.MaxMessageSize})
 		if err != nil {
 			return nil, fmt.Errorf("imap %s: %w", addr, err)
 		}
@@ -368,6 +368,10 @@ func (p *Poller) logCycle(st CycleStats, err error) {
 	case errors.As(err, &le):
 		ev = p.log.Error().Err(err).Str("reason", "login_failed").Str("host", p.cfg.Host).Str("username", p.cfg.Username)
 		msg = "login failed"
+	case errors.As(err, new(*imap.LimitError)):
+		// The session ended; nothing was deleted on the strength of the reply.
+		ev = p.log.Error().Err(err).Str("reason", "server_reply_too_large").Str("host", p.cfg.Host)
+		msg = "cycle failed"
 	case err != nil:
 		ev = p.log.Error().Err(err)
 		msg = "cycle failed"
