@@ -328,7 +328,7 @@ func (c *Client) Infos(uids []uint32) ([]Info, error) {
 			UID: true, RFC822Size: true, InternalDate: true,
 		}), nil)
 		if err != nil {
-			return nil, fmt.Errorf("uid fetch sizes: %w", err)
+			return nil, c.fail(fmt.Errorf("uid fetch sizes: %w", err))
 		}
 		for _, m := range msgs {
 			if m.uid == 0 {
@@ -356,7 +356,7 @@ func (c *Client) MessageIDs(uids []uint32) (map[uint32]string, error) {
 			UID: true, BodySection: []*goimap.FetchItemBodySection{section},
 		}), section)
 		if err != nil {
-			return nil, fmt.Errorf("uid fetch message-id: %w", err)
+			return nil, c.fail(fmt.Errorf("uid fetch message-id: %w", err))
 		}
 		for _, m := range msgs {
 			if m.uid == 0 || m.section == nil {
