@@ -163,12 +163,7 @@ func TestIMAPHugeMessageIDLiteral(t *testing.T) {
 	host, port := proxy.addr()
 	p := e.poller(srv.pollerConfig(func(pc *configs.Poller) { pc.Host, pc.Port, pc.Keep = host, port, "forever" }))
 	e.cycle(p)
-	if err := srv.user.Delete("INBOX"); err != nil {
-		t.Fatal(err)
-	}
-	srv.user.Create("INBOX", nil)
-	srv.append(t, "INBOX", message("v1@x"))
-	srv.append(t, "INBOX", message("v2@x"))
+	srv.renumber(t, "INBOX", message("v1@x"), message("v2@x"))
 	proxy.arm("MESSAGE-ID")
 	checkLimited(t, e, p, proxy)
 	if n := srv.count(t, "INBOX"); n != 2 {

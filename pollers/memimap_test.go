@@ -190,6 +190,20 @@ func (m *memIMAP) append(t *testing.T, folder string, raw []byte) {
 	}
 }
 
+// renumber recreates folder holding msgs: the server gives it a new UIDVALIDITY.
+func (m *memIMAP) renumber(t *testing.T, folder string, msgs ...[]byte) {
+	t.Helper()
+	if err := m.user.Delete(folder); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.user.Create(folder, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range msgs {
+		m.append(t, folder, raw)
+	}
+}
+
 func (m *memIMAP) count(t *testing.T, folder string) int {
 	t.Helper()
 	d, err := m.user.Status(folder, &goimap.StatusOptions{NumMessages: true})
@@ -580,13 +594,7 @@ func TestIMAPUIDValidityChange(t *testing.T) {
 	srv.append(t, "INBOX", message("v2@x"))
 	p := e.poller(srv.pollerConfig(func(pc *configs.Poller) { pc.Keep = "forever" }))
 	e.cycle(p)
-	if err := srv.user.Delete("INBOX"); err != nil {
-		t.Fatal(err)
-	}
-	srv.user.Create("INBOX", nil)
-	srv.append(t, "INBOX", message("v1@x"))
-	srv.append(t, "INBOX", message("v2@x"))
-	srv.append(t, "INBOX", message("v3@x"))
+	srv.renumber(t, "INBOX", message("v1@x"), message("v2@x"), message("v3@x"))
 	e.clock.Advance(30 * 24 * time.Hour) // past the duplicate window
 	st := e.cycle(p)
 	if st.Fetched != 1 || st.Delivered != 1 {
@@ -607,11 +615,7 @@ func TestIMAPUIDValidityChangeOtherMessage(t *testing.T) {
 	srv.append(t, "INBOX", message("v1@x"))
 	p := e.poller(srv.pollerConfig(func(pc *configs.Poller) { pc.Keep, pc.KeepDays = "days", 1 }))
 	e.cycle(p)
-	if err := srv.user.Delete("INBOX"); err != nil {
-		t.Fatal(err)
-	}
-	srv.user.Create("INBOX", nil)
-	srv.append(t, "INBOX", []byte("From: other@remote.example\r\nSubject: other\r\nMessage-ID: <v1@x>\r\n\r\nanother message, another body\r\n"))
+	srv.renumber(t, "INBOX", []byte("From: other@remote.example\r\nSubject: other\r\nMessage-ID: <v1@x>\r\n\r\nanother message, another body\r\n"))
 	e.clock.Advance(2 * 24 * time.Hour)
 	st := e.cycle(p)
 	if st.Delivered != 1 {
