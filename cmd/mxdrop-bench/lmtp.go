@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,8 +18,15 @@ import (
 // into an emptied INBOX and checked by count: mxdrop's drop folder delivered over LMTP
 // (`mxdrop run --once`, delivery: lmtp on the unix socket), Postfix's `smtp-source -L`
 // sending N messages of the same size over the same socket, each at 1 and at conc
-// sessions, and dovecot-lda started once per file with conc in parallel.
+// sessions, and dovecot-lda started once per file with conc in parallel. -tools
+// (mxdrop,smtp-source,lda) picks some of them, for a profile under -wrap-mxdrop.
 func (b *bench) lmtp(conc int) error {
+	want := func(tool string) bool { return b.tools == "" || slices.Contains(strings.Split(b.tools, ","), tool) }
+	for _, t := range strings.Split(b.tools, ",") {
+		if b.tools != "" && !slices.Contains([]string{"mxdrop", "smtp-source", "lda"}, t) {
+			return fmt.Errorf("-tools: unknown tool %q (mxdrop, smtp-source, lda)", t)
+		}
+	}
 	dir, err := dovecotDir()
 	if err != nil {
 		return err
@@ -84,9 +92,14 @@ func (b *bench) lmtp(conc int) error {
 	}
 	rates := map[string]float64{}
 	for _, c := range []int{1, conc} {
-		rates[fmt.Sprintf("mxdrop/%d", c)] = measure(fmt.Sprintf("mxdrop run --once, %d sessions", c), func() (float64, error) {
-			return b.mxdropLMTP(d, files, c)
-		})
+		if want("mxdrop") {
+			rates[fmt.Sprintf("mxdrop/%d", c)] = measure(fmt.Sprintf("mxdrop run --once, %d sessions", c), func() (float64, error) {
+				return b.mxdropLMTP(d, files, c)
+			})
+		}
+		if !want("smtp-source") {
+			continue
+		}
 		if smtpSource == "" {
 			rows = append(rows, row{name: "smtp-source -L", err: fmt.Errorf("smtp-source not found (apt-get install postfix)")})
 			continue
@@ -102,9 +115,11 @@ func (b *bench) lmtp(conc int) error {
 			return 0, nil
 		})
 	}
-	rates["lda"] = measure(fmt.Sprintf("dovecot-lda per file, %d in parallel", conc), func() (float64, error) {
-		return 0, ldaAll(d, lda, files, conc)
-	})
+	if want("lda") {
+		rates["lda"] = measure(fmt.Sprintf("dovecot-lda per file, %d in parallel", conc), func() (float64, error) {
+			return 0, ldaAll(d, lda, files, conc)
+		})
+	}
 
 	fmt.Printf("%-44s %10s %10s\n", "", "msg/s", "peak RSS")
 	for _, r := range rows {
@@ -168,7 +183,8 @@ connectors:
 	if err := os.WriteFile(path, []byte(cfg), 0o640); err != nil {
 		return 0, err
 	}
-	cmd := exec.Command(b.bin, "--config", path, "run", "--once")
+	args := append(append([]string{}, b.wrapMxdrop...), b.bin, "--config", path, "run", "--once")
+	cmd := exec.Command(args[0], args[1:]...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	var hwm <-chan float64
