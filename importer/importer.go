@@ -78,8 +78,7 @@ type Importer struct {
 	router   *Router
 	accounts map[string]configs.Account // normalised address -> account
 
-	sweepMu sync.Mutex // guards swept
-	swept   time.Time  // when ProgressDir's ".done" files were last swept
+	notes doneNotes // finished LMTP deliveries (target.go)
 }
 
 // Options configure an Importer.

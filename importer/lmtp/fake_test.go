@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -145,5 +146,54 @@ func TestTemporaryFailureRetried(t *testing.T) {
 	}
 	if fs.sessions > 2 {
 		t.Errorf("%d sessions for 2 transactions with 2 connections: not reused", fs.sessions)
+	}
+}
+
+// TestFinishedNotedWithoutFilePerMessage: a message the server accepted for every
+// recipient is noted as finished, so that a retry after a crash before its
+// acknowledgement (Recovered) sends nothing again; the notes of many messages share one
+// journal instead of a file each.
+func TestFinishedNotedWithoutFilePerMessage(t *testing.T) {
+	fs := startFake(t)
+	cl, err := New(configs.LMTP{Address: fs.addr, Connections: 2, Timeout: configs.Duration(5 * time.Second)}, "mx.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	progress := t.TempDir()
+	im, err := importer.New(importer.Options{Domains: []string{"example.com"}, Target: cl, ProgressDir: progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	msgs := make([]importer.Message, n)
+	for i := range msgs {
+		id := fmt.Sprintf("f%02d", i)
+		msgs[i] = message(id, rawMessage(id, "alice@example.com", "bob@example.com"))
+		if _, err := im.Import(context.Background(), msgs[i]); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	for i := range msgs {
+		msgs[i].Recovered = true
+		res, err := im.Import(context.Background(), msgs[i])
+		if err != nil {
+			t.Fatalf("message %d again: %v", i, err)
+		}
+		if len(res.Delivered) != 2 || !res.Delivered[0].Existing || !res.Delivered[1].Existing {
+			t.Errorf("message %d again: delivered %+v, want both recipients as existing", i, res.Delivered)
+		}
+	}
+	fs.mu.Lock()
+	if fs.delivered["alice@example.com"] != n || fs.delivered["bob@example.com"] != n || fs.mails != n {
+		t.Errorf("deliveries %v in %d transactions, want %d each in %d", fs.delivered, fs.mails, n, n)
+	}
+	fs.mu.Unlock()
+	ents, err := os.ReadDir(progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) > 1 {
+		t.Errorf("%d files in the progress folder for %d finished messages, want one journal", len(ents), n)
 	}
 }
