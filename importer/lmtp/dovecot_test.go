@@ -122,7 +122,8 @@ func (spamSubject) Classify(_ context.Context, h *importer.Header, _ importer.En
 // TestDovecotLMTP delivers through a real Dovecot LMTP, on its unix socket and on TCP:
 // Sieve fileinto, vacation (the reply reaches the sink), spam into Junk by a Sieve rule
 // on X-Spam-Flag, an unknown user (5.1.1) and a full mailbox (5.2.2) as failed
-// recipients with Dovecot's words, and a message for several users in one transaction.
+// recipients with Dovecot's words, and a message for several users in one transaction,
+// pipelined (RFC 2920).
 func TestDovecotLMTP(t *testing.T) {
 	sk := startSink(t)
 	srv := dovecottest.Start(t, dovecottest.Options{
@@ -199,6 +200,16 @@ func TestDovecotLMTP(t *testing.T) {
 				if got := count(f); got != want {
 					t.Errorf("%s holds %d new messages, want %d", f, got, want)
 				}
+			}
+			// Dovecot announces PIPELINING: these transactions went pipelined.
+			select {
+			case s := <-cl.idle:
+				if !s.pipelining {
+					t.Error("the session does not pipeline: Dovecot's LHLO reply announced no PIPELINING")
+				}
+				cl.idle <- s
+			default:
+				t.Errorf("no idle session after the transactions")
 			}
 			// The vacation reply to the one inbox message (the first run only: :days 1).
 			deadline := time.Now().Add(10 * time.Second)

@@ -31,8 +31,16 @@ type Client struct {
 	tls              *tls.Config // nil: no STARTTLS
 	timeout          time.Duration
 	localName        string
-	slots            chan struct{}     // one per allowed session
-	idle             chan *smtp.Client // sessions ready for a transaction
+	slots            chan struct{} // one per allowed session
+	idle             chan *session // sessions ready for a transaction
+}
+
+// session is one LMTP session: go-smtp's client on conn.
+type session struct {
+	*smtp.Client
+	conn *pipeConn
+	// pipelining: the server announced PIPELINING (RFC 2920) in its LHLO reply.
+	pipelining bool
 }
 
 // New returns a Client for cfg (a loaded configs.LMTP). localName is sent in LHLO.
@@ -44,7 +52,7 @@ func New(cfg configs.LMTP, localName string) (*Client, error) {
 	if n <= 0 {
 		n = 8
 	}
-	c := &Client{timeout: cfg.Timeout.D(), localName: localName, slots: make(chan struct{}, n), idle: make(chan *smtp.Client, n)}
+	c := &Client{timeout: cfg.Timeout.D(), localName: localName, slots: make(chan struct{}, n), idle: make(chan *session, n)}
 	if c.timeout <= 0 {
 		c.timeout = time.Minute
 	}
@@ -90,7 +98,7 @@ func (c *Client) Close() error {
 }
 
 // session returns an idle session or dials a new one.
-func (c *Client) session(ctx context.Context) (*smtp.Client, error) {
+func (c *Client) session(ctx context.Context) (*session, error) {
 	select {
 	case s := <-c.idle:
 		return s, nil
@@ -101,17 +109,19 @@ func (c *Client) session(ctx context.Context) (*smtp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", c.address, err)
 	}
+	pc := &pipeConn{Conn: conn}
 	if c.tls != nil {
-		if conn, err = c.startTLS(conn); err != nil {
+		if pc, err = c.startTLS(conn); err != nil {
 			return nil, fmt.Errorf("starttls %s: %w", c.address, err)
 		}
 	}
-	s := smtp.NewClientLMTP(conn)
+	s := &session{Client: smtp.NewClientLMTP(pc), conn: pc}
 	s.CommandTimeout, s.SubmissionTimeout = c.timeout, c.timeout
 	if err := s.Hello(c.localName); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("lhlo %s: %w", c.address, err)
 	}
+	s.pipelining, _ = s.Extension("PIPELINING")
 	return s, nil
 }
 
@@ -119,10 +129,10 @@ func (c *Client) session(ctx context.Context) (*smtp.Client, error) {
 // connection, which reads a made-up greeting first. QUIRK: go-smtp v0.25 has STARTTLS
 // only for SMTP clients (NewClientStartTLS); its LMTP client then starts with the
 // greeting and LHLO again, as RFC 3207 section 4.2 requires after STARTTLS.
-func (c *Client) startTLS(conn net.Conn) (net.Conn, error) {
+func (c *Client) startTLS(conn net.Conn) (*pipeConn, error) {
 	conn.SetDeadline(time.Now().Add(c.timeout))
 	tp := textproto.NewConn(conn)
-	fail := func(err error) (net.Conn, error) {
+	fail := func(err error) (*pipeConn, error) {
 		conn.Close()
 		return nil, err
 	}
@@ -146,23 +156,7 @@ func (c *Client) startTLS(conn net.Conn) (net.Conn, error) {
 		return fail(err)
 	}
 	conn.SetDeadline(time.Time{})
-	return &greeted{Conn: tc, pending: []byte("220 after STARTTLS\r\n")}, nil
-}
-
-// greeted is a connection whose first read returns a greeting the server does not send
-// again after STARTTLS.
-type greeted struct {
-	net.Conn
-	pending []byte
-}
-
-func (g *greeted) Read(p []byte) (int, error) {
-	if len(g.pending) > 0 {
-		n := copy(p, g.pending)
-		g.pending = g.pending[n:]
-		return n, nil
-	}
-	return g.Conn.Read(p)
+	return &pipeConn{Conn: tc, replay: []byte("220 after STARTTLS\r\n")}, nil
 }
 
 // Deliver implements importer.Target: MAIL, one RCPT per recipient, DATA streamed from
@@ -186,13 +180,20 @@ func (c *Client) Deliver(ctx context.Context, sender string, rcpts []string, wri
 		return results, err
 	}
 	// A transaction that ended with DATA's replies is over (RFC 5321 section 4.1.1.4);
-	// one refused earlier is ended with RSET. (go-smtp sends LHLO again after RSET,
-	// which is why it is not sent after every transaction.)
+	// one refused earlier is ended with RSET. go-smtp forgets the LHLO at RSET and
+	// would send it again before the next MAIL, which a pipelined transaction cannot
+	// let it do in the middle of its replayed replies, so LHLO is sent now. (That
+	// round trip is why RSET is not sent after every transaction.)
 	if !ended {
 		if err := s.Reset(); err != nil {
 			s.Close()
 			return results, nil
 		}
+		if err := s.Hello(c.localName); err != nil {
+			s.Close()
+			return results, nil
+		}
+		s.pipelining, _ = s.Extension("PIPELINING")
 	}
 	select {
 	case c.idle <- s:
@@ -202,9 +203,34 @@ func (c *Client) Deliver(ctx context.Context, sender string, rcpts []string, wri
 	return results, nil
 }
 
-// transaction runs one transaction on s. ended is true when it ended with the replies
-// to DATA; err is set when the session is broken.
-func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, write func(io.Writer) error) (out []importer.RcptResult, ended bool, err error) {
+// transaction runs one transaction on s, pipelined where the server allows it. ended
+// is true when it ended with the replies to DATA; err is set when the session is
+// broken.
+func (c *Client) transaction(s *session, sender string, rcpts []string, write func(io.Writer) error) (out []importer.RcptResult, ended bool, err error) {
+	if s.pipelining {
+		var dataOpen bool
+		if dataOpen, err = s.pipeline(sender, rcpts); err != nil {
+			return nil, false, err
+		}
+		dataSent := false
+		defer func() {
+			s.conn.endReplay()
+			if dataOpen && !dataSent && err == nil {
+				// The server waits for a message no recipient was accepted for
+				// (or after a refused MAIL): the session cannot go on, and
+				// closing it makes the RSET that follows fail.
+				s.conn.Close()
+			}
+		}()
+		return c.steps(s, sender, rcpts, write, func() { dataSent = true; s.conn.endReplay() })
+	}
+	return c.steps(s, sender, rcpts, write, func() {})
+}
+
+// steps runs MAIL, RCPT, DATA and the message on s with go-smtp, each command waiting
+// for its reply, or, after pipeline, reading the replies already received; dataOpened
+// is called once DATA was answered with 354, before the message is written.
+func (c *Client) steps(s *session, sender string, rcpts []string, write func(io.Writer) error, dataOpened func()) (out []importer.RcptResult, ended bool, err error) {
 	if err := s.Mail(sender, nil); err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
@@ -245,6 +271,7 @@ func (c *Client) transaction(s *smtp.Client, sender string, rcpts []string, writ
 		}
 		return out, false, fmt.Errorf("data: %w", err)
 	}
+	dataOpened()
 	if err := write(w); err != nil {
 		// The message could not be read: the transaction cannot be ended cleanly
 		// (a dot would deliver a truncated message), so the session is dropped.
