@@ -22,7 +22,8 @@
 // Mode "lmtp" starts a Dovecot with LMTP and delivers the same N messages into one
 // mailbox three ways: mxdrop's drop folder over LMTP (`mxdrop run --once`, delivery:
 // lmtp), Postfix's `smtp-source -L` with the same number of sessions (1 and
-// -concurrency), and dovecot-lda started per file; it prints the rates and ratios.
+// -concurrency), and dovecot-lda started per file; it prints the rates (medians of -runs
+// runs, mxdrop and smtp-source taking turns to go first) and ratios.
 //
 // Ratios, not absolute times, are the figures to compare: machines are shared and noisy.
 package main
@@ -47,7 +48,7 @@ func main() {
 	workers := flag.Int("workers", 0, "mxdrop workers (0: the configuration default)")
 	rate := flag.Int("rate", 500, "latency mode: messages per second")
 	backlog := flag.Int("backlog", 10000, "latency mode: backlog size")
-	runs := flag.Int("runs", 3, "pollers and latency modes: runs of each measurement, alternating (the median is reported)")
+	runs := flag.Int("runs", 3, "pollers, latency and lmtp modes: runs of each measurement, alternating (the median is reported)")
 	tools := flag.String("tools", "", "pollers mode: measure only these tools, comma-separated (dovecot,mxdrop,fetchmail,getmail6,mpop,mbsync; default all); lmtp mode: mxdrop,smtp-source,lda")
 	wrap := flag.String("wrap-mxdrop", "", "pollers and lmtp modes: run mxdrop under this command, e.g. 'perf record -g -o mxdrop.perf' (the peak RSS shown is then the wrapper's)")
 	firstCycle := flag.Bool("first-cycle", false, "pollers mode: measure mxdrop's first cycle with a new state instead of a poller that has run before")
@@ -95,7 +96,7 @@ func main() {
 	case "pollers":
 		err = b.pollers(*runs)
 	case "lmtp":
-		err = b.lmtp(*conc)
+		err = b.lmtp(*conc, *runs)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}
