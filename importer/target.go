@@ -2,11 +2,13 @@ package importer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
@@ -330,19 +332,13 @@ func journalField(s string) string {
 	}, s)
 }
 
-// readJournals adds to done the recipients the journals in dir hold for id. A line
-// longer than maxProgress ends the reading of its journal.
+// readJournals adds to done the recipients the journals in dir hold for id. Only the
+// journals whose index (see journalIndex) holds id are read. A line longer than
+// maxProgress ends the reading of its journal.
 func readJournals(dir, id string, done map[string]bool) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
 	want := journalField(id) + "\x00"
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), journalPrefix) || !strings.HasSuffix(e.Name(), journalSuffix) {
-			continue
-		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
+	for _, name := range indexFor(dir).candidates(dir, journalField(id)) {
+		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			continue
 		}
@@ -360,6 +356,122 @@ func readJournals(dir, id string, done map[string]bool) {
 		}
 		f.Close()
 	}
+}
+
+// isJournal reports whether name is a journal of finished deliveries.
+func isJournal(name string) bool {
+	return strings.HasPrefix(name, journalPrefix) && strings.HasSuffix(name, journalSuffix)
+}
+
+// journalIndexes holds a *journalIndex per progress folder, shared by the Importers of
+// every configuration generation (each reads the journals of all of them).
+var journalIndexes sync.Map
+
+func indexFor(dir string) *journalIndex {
+	x, _ := journalIndexes.LoadOrStore(dir, &journalIndex{files: map[string]*journalFile{}})
+	return x.(*journalIndex)
+}
+
+// journalIndex knows which message ids each journal of a folder notes, so that a
+// recovered message reads only the journals that hold its line, not every journal.
+// Every message retried after a temporary error is a recovered one: during a mail
+// server outage thousands of them would otherwise each read up to half an hour of
+// journals. The index is brought up to date on each lookup by reading only what was
+// appended since; it keeps 8 bytes and map overhead per line of the journals not yet
+// swept (about 30 MB for a million deliveries in the last 20 to 30 minutes).
+type journalIndex struct {
+	mu    sync.Mutex
+	files map[string]*journalFile
+}
+
+type journalFile struct {
+	read int64               // bytes indexed, whole lines only
+	ids  map[uint64]struct{} // hashes of the ids of those lines
+	bad  bool                // could not be indexed: always a candidate
+}
+
+// candidates returns the journals in dir that may hold a line of id (a journal field).
+func (x *journalIndex) candidates(dir, id string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	key := idHash([]byte(id))
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for _, e := range ents {
+		name := e.Name()
+		if !isJournal(name) {
+			continue
+		}
+		seen[name] = true
+		jf := x.files[name]
+		if jf == nil {
+			jf = &journalFile{ids: map[uint64]struct{}{}}
+			x.files[name] = jf
+		}
+		jf.update(filepath.Join(dir, name))
+		if _, ok := jf.ids[key]; ok || jf.bad {
+			out = append(out, name)
+		}
+	}
+	for name := range x.files {
+		if !seen[name] {
+			delete(x.files, name) // swept
+		}
+	}
+	return out
+}
+
+// update indexes the whole lines appended to the journal at path since the last call.
+// A line still being written (no newline yet) is indexed once it is whole.
+func (jf *journalFile) update(path string) {
+	if jf.bad {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		jf.bad = true
+		return
+	}
+	defer f.Close()
+	if _, err := f.Seek(jf.read, io.SeekStart); err != nil {
+		jf.bad = true
+		return
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	var line int64 // bytes of the current line read so far
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if line == 0 && len(chunk) > 0 {
+			// The id is the line's first field: before the first NUL, or the line.
+			id := bytes.TrimSuffix(chunk, []byte("\n"))
+			if i := bytes.IndexByte(id, 0); i >= 0 {
+				id = id[:i]
+			}
+			if err == nil || errors.Is(err, bufio.ErrBufferFull) {
+				jf.ids[idHash(id)] = struct{}{}
+			}
+		}
+		line += int64(len(chunk))
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // a long line: its id is noted, skip to its end
+		}
+		if err != nil {
+			return // the end, or a line not yet whole: read again from jf.read next time
+		}
+		jf.read += line
+		line = 0
+	}
+}
+
+// idHash is the index key of a journal id.
+func idHash(id []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(id)
+	return h.Sum64()
 }
 
 // sweep removes, in the background, the ".done" files older than doneFor and the
