@@ -231,27 +231,25 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 		return 0, 0, err
 	}
 	defer w.Close()
-	arrived := make([]time.Time, b.n)
+	// The watching goroutine only notes each name and its time: it shares the
+	// benchmark's CPU with the writers, and reading each file here would delay the
+	// events behind it, adding the benchmark's own lag to mxdrop's latency. The files
+	// are read, and matched to their sending, after the run.
+	type arrival struct {
+		name string
+		at   time.Time
+	}
+	arrivals := make([]arrival, 0, b.n)
 	seen := make(chan struct{}, b.n)
 	go func() {
 		for ev := range w.Events {
 			if !ev.Has(fsnotify.Create) {
 				continue
 			}
-			now := time.Now()
-			f, err := os.Open(ev.Name)
-			if err != nil {
-				continue
-			}
-			head := make([]byte, 1024)
-			n, _ := f.Read(head)
-			f.Close()
-			if m := subjectRE.FindSubmatch(head[:n]); m != nil {
-				i, _ := strconv.Atoi(string(m[1]))
-				if i < len(arrived) && arrived[i].IsZero() {
-					arrived[i] = now
-					seen <- struct{}{}
-				}
+			arrivals = append(arrivals, arrival{ev.Name, time.Now()})
+			seen <- struct{}{}
+			if len(arrivals) == b.n {
+				return // the last: the slice is the measuring goroutine's from here
 			}
 		}
 	}()
@@ -297,6 +295,25 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 		case <-timeout:
 			return 0, 0, fmt.Errorf("only %d of %d messages arrived", got, b.n)
 		}
+	}
+	arrived := make([]time.Time, b.n)
+	for _, a := range arrivals {
+		f, err := os.Open(a.name)
+		if err != nil {
+			return 0, 0, err
+		}
+		head := make([]byte, 1024)
+		n, _ := f.Read(head)
+		f.Close()
+		m := subjectRE.FindSubmatch(head[:n])
+		if m == nil {
+			return 0, 0, fmt.Errorf("%s: no benchmark subject", a.name)
+		}
+		i, _ := strconv.Atoi(string(m[1]))
+		if i >= b.n || !arrived[i].IsZero() {
+			return 0, 0, fmt.Errorf("%s: message %d arrived twice or was never sent", a.name, i)
+		}
+		arrived[i] = a.at
 	}
 	lat := make([]time.Duration, b.n)
 	for i := range lat {
@@ -346,7 +363,7 @@ func medianDur(v []time.Duration) time.Duration {
 
 // watchNew returns an inotify watch of the Maildir's new/.
 func watchNew(maildir string) (*fsnotify.Watcher, error) {
-	w, err := fsnotify.NewWatcher()
+	w, err := fsnotify.NewBufferedWatcher(4096)
 	if err != nil {
 		return nil, err
 	}

@@ -26,9 +26,10 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //
 // The caller renames tmp into place and fsyncs that folder, as after WriteTemp; the
 // content and the new name are then durable. Why that is enough:
-//   - The fsync here, before the link, makes src's data and inode durable. fsync(2)
-//     flushes the inode behind the descriptor whichever of its names it was opened
-//     by, so it covers the bytes the delivery name will show, however src was written.
+//   - The fdatasync here, before the link, makes src's data durable with the metadata
+//     needed to read it (its size and block map; fdatasync(2)). It acts on the inode
+//     behind the descriptor whichever of its names it was opened by, so it covers the
+//     bytes the delivery name will show, however src was written.
 //   - link(2) (new directory entry and the inode's link count) and rename(2) are
 //     metadata operations that ext4 and XFS journal, each as one transaction, in the
 //     order they were made. The folder fsync after the rename commits the running
@@ -43,7 +44,7 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //     recounts every inode's names from the folders (its pass 4) before anything can
 //     remove the drop file's name and free an inode still named in new/.
 //
-// References: fsync(2), link(2), rename(2); ext4's jbd2 commits a transaction as a
+// References: fsync(2) and fdatasync(2), link(2), rename(2); ext4's jbd2 commits a transaction as a
 // whole (Documentation/filesystems/ext4 "data=ordered"; ext4_sync_file); XFS
 // xfs_dir_fsync forces the log to the directory's last LSN; and Pillai et al., "All
 // File Systems Are Not Created Equal" (OSDI 2014), who found directory operations
@@ -64,11 +65,13 @@ func LinkTemp(src, tmp string, size int64) (err error) {
 	if err := linkable(fi, size); err != nil {
 		return err
 	}
-	// Before the link: a file its writer fsynced (Postfix virtual does) is clean then,
-	// and this fsync returns at once; after the link its changed link count would make
-	// it wait for a journal commit of its own.
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync: %w", err)
+	// fdatasync, before the link. A file its writer fsynced (Postfix virtual does) has
+	// nothing left to write then: only its change time is dirty (the rename into the
+	// drop folder and the claim set it), which fdatasync(2) leaves alone and fsync would
+	// write, with a journal commit or, without a journal, an inode write of its own per
+	// message. The order keeps the data durable before any second name exists.
+	if err := datasync(f); err != nil {
+		return fmt.Errorf("fdatasync: %w", err)
 	}
 	err = os.Link(src, tmp)
 	if errors.Is(err, os.ErrExist) {
