@@ -22,6 +22,7 @@ import (
 	"github.com/mxdrop/mxdrop/importer/intake"
 	"github.com/mxdrop/mxdrop/importer/quarantine"
 	"github.com/mxdrop/mxdrop/pollers/imap"
+	"github.com/mxdrop/mxdrop/pollers/pop3"
 )
 
 // SASLFunc returns the SASL client a poller authenticates with when its auth method is
@@ -368,7 +369,7 @@ func (p *Poller) logCycle(st CycleStats, err error) {
 	case errors.As(err, &le):
 		ev = p.log.Error().Err(err).Str("reason", "login_failed").Str("host", p.cfg.Host).Str("username", p.cfg.Username)
 		msg = "login failed"
-	case errors.As(err, new(*imap.LimitError)):
+	case errors.As(err, new(*imap.LimitError)) || errors.Is(err, pop3.ErrReplyTooLong):
 		// The session ended; nothing was deleted on the strength of the reply.
 		ev = p.log.Error().Err(err).Str("reason", "server_reply_too_large").Str("host", p.cfg.Host)
 		msg = "cycle failed"

@@ -1,10 +1,13 @@
 package pollers
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mxdrop/mxdrop/pollers/pop3"
 )
 
 // TestPOP3ReusedUIDL: a server that lists its one message as "1 u1" every session,
@@ -72,11 +75,14 @@ func TestPOP3EndlessTop(t *testing.T) {
 	srv.endlessTop.Store(true)
 	srv.sent.Store(0)
 	st, err := p.Cycle(t.Context())
-	if err == nil || !strings.Contains(err.Error(), "past the header block") {
+	if err == nil || !strings.Contains(err.Error(), "past the header block") || !errors.Is(err, pop3.ErrReplyTooLong) {
 		t.Fatalf("second cycle %+v, %v: want the session ended over the TOP reply", st, err)
 	}
 	if s := srv.session(2); strings.Contains(s, "DELE") {
 		t.Fatalf("second session %s: deleted on an unverified TOP", s)
+	}
+	if log := e.log.String(); !strings.Contains(log, `"reason":"server_reply_too_large"`) {
+		t.Errorf("the cycle's failure does not say server_reply_too_large:\n%s", log)
 	}
 	// headerPrintMax of header, topSlack after it, and the socket buffers between.
 	if sent := srv.sent.Load(); sent > 40<<20 {

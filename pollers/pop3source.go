@@ -188,7 +188,7 @@ func (f *pop3Folder) headerPrint(ctx context.Context, m remoteMsg) (string, erro
 		// leave the session rather than read on.
 		if n, _ := io.CopyN(io.Discard, r, topSlack+1); n > topSlack {
 			f.s.c.Close()
-			return "", fmt.Errorf("TOP %d 0: the reply goes on past the header block (over %d bytes more): %w", m.Num, topSlack, errServerReplyTooLong)
+			return "", fmt.Errorf("TOP %d 0: the reply goes on past the header block (over %d bytes more): %w", m.Num, topSlack, pop3.ErrReplyTooLong)
 		}
 	}
 	if cerr := r.Close(); err == nil {
@@ -201,10 +201,6 @@ func (f *pop3Folder) headerPrint(ctx context.Context, m remoteMsg) (string, erro
 // (headerPrintMax bounds the block itself): a server answering TOP with more than a
 // header ends the session.
 const topSlack = 64 << 10
-
-// errServerReplyTooLong is a server's reply longer than mxdrop reads of it; the
-// session ends, and nothing is deleted on its word.
-var errServerReplyTooLong = errors.New("server reply too long")
 
 // describe has nothing to add: LIST gave the sizes, and POP3 has no arrival date (it is
 // read from the message's header).

@@ -363,7 +363,7 @@ func (c *Client) cmdMulti(verb string, args ...string) ([]string, error) {
 		size += len(line)
 		if len(lines) >= maxListLines || size > maxListBytes {
 			// A broken or hostile server listing without end: stop before memory does.
-			return nil, c.fail(fmt.Errorf("%w: %s: reply longer than %d lines or %d MiB", errProtocol, verb, maxListLines, maxListBytes>>20))
+			return nil, c.fail(fmt.Errorf("%w: %w: %s: reply longer than %d lines or %d MiB", errProtocol, ErrReplyTooLong, verb, maxListLines, maxListBytes>>20))
 		}
 		lines = append(lines, strings.TrimPrefix(line, "."))
 	}

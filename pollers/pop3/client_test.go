@@ -621,7 +621,7 @@ func TestEndlessListing(t *testing.T) {
 	c := dial(t, addr)
 	login(t, c)
 	_, err := c.UIDL()
-	if err == nil || !strings.Contains(err.Error(), "reply longer than") {
+	if err == nil || !strings.Contains(err.Error(), "reply longer than") || !errors.Is(err, ErrReplyTooLong) {
 		t.Fatalf("UIDL of an endless listing: %v, want a bound error", err)
 	}
 }

@@ -101,3 +101,8 @@ var ErrSTLSUnavailable = errors.New("pop3: server refused STLS; not continuing w
 
 // errProtocol marks replies that break the protocol; the connection is then closed.
 var errProtocol = errors.New("pop3: protocol error")
+
+// ErrReplyTooLong is in the chain of the error of a reply longer than the client reads
+// of it (a listing without end, a TOP that goes on past the header). The session has
+// ended; nothing was deleted on the strength of the reply.
+var ErrReplyTooLong = errors.New("server reply too long")
