@@ -93,6 +93,7 @@ type dovecot struct {
 	cmd        *exec.Cmd
 	exited     chan struct{}
 	fills      int // fills so far, to keep the file names of each fill unique
+	used       int // Maildirs renamed aside by fresh
 }
 
 // findSbin finds a binary in PATH or in the sbin folders a non-root PATH lacks.
@@ -284,6 +285,18 @@ func (d *dovecot) fill(ctx context.Context, n int, message func(int) []byte) err
 		return fmt.Errorf("dovecot sees %d messages after filling %d", got, n)
 	}
 	return nil
+}
+
+// fresh gives the user a new, never used Maildir: the one used so far (messages, index,
+// uidlist) is renamed aside and stays until the benchmark's folder is removed, so that
+// no run pays for the deletions of the one before it, and every run starts from the
+// same state whatever its place in the sequence.
+func (d *dovecot) fresh() error {
+	d.used++
+	if err := os.Rename(d.maildir(), fmt.Sprintf("%s.used-%d", d.maildir(), d.used)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return d.empty()
 }
 
 // empty expunges every message of the user's INBOX, making the user's home and Maildir
