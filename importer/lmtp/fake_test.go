@@ -112,17 +112,9 @@ func TestTemporaryFailureRetried(t *testing.T) {
 		}
 		return nil
 	}
-	cl, err := New(configs.LMTP{Address: fs.addr, Connections: 2, Timeout: configs.Duration(5 * time.Second)}, "mx.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	im, err := importer.New(importer.Options{Domains: []string{"example.com"}, Target: cl, ProgressDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	im := newImporter(t, configs.LMTP{Address: fs.addr, Connections: 2, Timeout: configs.Duration(5 * time.Second)})
 	msg := message("m1", rawMessage("m1", "alice@example.com", "bob@example.com", "nobody@example.com"))
-	_, err = im.Import(context.Background(), msg)
+	_, err := im.Import(context.Background(), msg)
 	if err == nil || !importer.IsTemporary(err) {
 		t.Fatalf("first attempt: %v, want a temporary error", err)
 	}
@@ -196,4 +188,20 @@ func TestFinishedNotedWithoutFilePerMessage(t *testing.T) {
 	if len(ents) > 1 {
 		t.Errorf("%d files in the progress folder for %d finished messages, want one journal", len(ents), n)
 	}
+}
+
+// newImporter returns an Importer for example.com that delivers through a new Client of
+// cfg, closed when the test ends.
+func newImporter(t *testing.T, cfg configs.LMTP) *importer.Importer {
+	t.Helper()
+	cl, err := New(cfg, "mx.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	im, err := importer.New(importer.Options{Domains: []string{"example.com"}, Target: cl, ProgressDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
 }

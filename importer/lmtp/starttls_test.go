@@ -26,16 +26,8 @@ func TestDovecotLMTPStartTLS(t *testing.T) {
 	})
 	deliver := func(caFile, id string) (importer.Result, error) {
 		t.Helper()
-		cl, err := New(configs.LMTP{Address: srv.LMTPAddr(), TLS: "starttls", CAFile: caFile, Connections: 1,
-			Timeout: configs.Duration(10 * time.Second)}, "mx.test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		im, err := importer.New(importer.Options{Domains: []string{"example.com"}, Target: cl, ProgressDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
+		im := newImporter(t, configs.LMTP{Address: srv.LMTPAddr(), TLS: "starttls", CAFile: caFile, Connections: 1,
+			Timeout: configs.Duration(10 * time.Second)})
 		raw := fmt.Sprintf("Return-Path: <sender@example.net>\r\nX-Original-To: alice@example.com\r\nFrom: sender@example.net\r\n"+
 			"To: alice@example.com\r\nSubject: over TLS\r\nMessage-ID: <%s@example.net>\r\n\r\nhello\r\n", id)
 		return im.Import(context.Background(), message(id, []byte(raw)))
