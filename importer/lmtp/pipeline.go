@@ -114,8 +114,10 @@ func (s *session) pipeline(sender string, rcpts []string) (dataOpen bool, err er
 }
 
 // readReply reads one reply (RFC 5321 section 4.2: lines "ddd-text", the last
-// "ddd text"), appends its lines as they came to out and returns its code.
+// "ddd text", all with one code), appends its lines as they came to out and returns its
+// code.
 func readReply(br *bufio.Reader, out *bytes.Buffer) (int, error) {
+	first := ""
 	for range maxReplyLines {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxReplyLine {
@@ -127,6 +129,13 @@ func readReply(br *bufio.Reader, out *bytes.Buffer) (int, error) {
 		l := bytes.TrimRight(line, "\r\n")
 		if len(l) < 3 || l[0] < '1' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' || l[2] > '9' || (len(l) > 3 && l[3] != ' ' && l[3] != '-') {
 			return 0, fmt.Errorf("malformed reply %q", l)
+		}
+		// Every line of a reply has its code (RFC 5321 section 4.2.1), as go-smtp, which
+		// reads these replies again, requires.
+		if first == "" {
+			first = string(l[:3])
+		} else if string(l[:3]) != first {
+			return 0, fmt.Errorf("reply lines with codes %s and %s", first, l[:3])
 		}
 		out.Write(line)
 		if len(l) == 3 || l[3] == ' ' {
