@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -99,26 +98,11 @@ func newImporter(t testing.TB, opts Options) *Importer {
 	return im
 }
 
-// listDir returns the sorted names in dir ("" entries when it does not exist).
-func listDir(t testing.TB, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range es {
-		out = append(out, e.Name())
-	}
-	sort.Strings(out)
-	return out
-}
-
 // delivered returns the content of every file in maildir/new, in name order.
 func delivered(t testing.TB, maildir string) [][]byte {
 	t.Helper()
 	var out [][]byte
-	for _, n := range listDir(t, filepath.Join(maildir, "new")) {
+	for _, n := range testenv.ListDir(t, filepath.Join(maildir, "new")) {
 		b, err := os.ReadFile(filepath.Join(maildir, "new", n))
 		if err != nil {
 			t.Fatal(err)
@@ -135,7 +119,7 @@ func onlyCopy(t testing.TB, maildir string) []byte {
 	if len(d) != 1 {
 		t.Fatalf("%s/new holds %d messages, want 1", maildir, len(d))
 	}
-	if tmp := listDir(t, filepath.Join(maildir, "tmp")); len(tmp) != 0 {
+	if tmp := testenv.ListDir(t, filepath.Join(maildir, "tmp")); len(tmp) != 0 {
 		t.Fatalf("%s/tmp not empty: %v", maildir, tmp)
 	}
 	return d[0]

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer/durable"
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // testSetup is a set of accounts with Maildirs under a temporary root.
@@ -412,10 +413,10 @@ func TestImportMaildirLayout(t *testing.T) {
 			t.Errorf("%s: mode %v, want a 0700 folder", d, fi.Mode())
 		}
 	}
-	if tmp := listDir(t, filepath.Join(md, "tmp")); len(tmp) != 0 {
+	if tmp := testenv.ListDir(t, filepath.Join(md, "tmp")); len(tmp) != 0 {
 		t.Errorf("tmp/ holds %v", tmp)
 	}
-	names := listDir(t, filepath.Join(md, "new"))
+	names := testenv.ListDir(t, filepath.Join(md, "new"))
 	if len(names) != 1 || names[0] != DeliveryName(msg, "alice@example.com") {
 		t.Fatalf("new/ = %v", names)
 	}
@@ -458,7 +459,7 @@ func TestDeliveryName(t *testing.T) {
 		if _, err := s.importer(t, nil).Import(context.Background(), msg); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, listDir(t, filepath.Join(s.maildir("alice"), "new"))...)
+		got = append(got, testenv.ListDir(t, filepath.Join(s.maildir("alice"), "new"))...)
 	}
 	if len(got) != 2 || got[0] != got[1] {
 		t.Errorf("names %v", got)
@@ -515,7 +516,7 @@ func TestImportRecovered(t *testing.T) {
 					t.Errorf("Path = %s, want %s", d.Path, where)
 				}
 			}
-			n := len(listDir(t, filepath.Join(md, "new"))) + len(listDir(t, filepath.Join(md, "cur")))
+			n := len(testenv.ListDir(t, filepath.Join(md, "new"))) + len(testenv.ListDir(t, filepath.Join(md, "cur")))
 			if n != 1 {
 				t.Errorf("alice holds %d copies", n)
 			}
@@ -848,10 +849,10 @@ func TestImportFileSystemErrors(t *testing.T) {
 			if b, rerr := os.ReadFile(src); rerr != nil || !bytes.Equal(b, in) {
 				t.Errorf("source changed: %v", rerr)
 			}
-			if n := listDir(t, filepath.Join(md, "tmp")); len(n) != 0 {
+			if n := testenv.ListDir(t, filepath.Join(md, "tmp")); len(n) != 0 {
 				t.Errorf("tmp/ holds %v", n)
 			}
-			if n := listDir(t, filepath.Join(md, "new")); len(n) != 0 {
+			if n := testenv.ListDir(t, filepath.Join(md, "new")); len(n) != 0 {
 				t.Errorf("new/ holds %v", n)
 			}
 		})
@@ -1009,10 +1010,10 @@ func TestImportTruncatedAfterClaim(t *testing.T) {
 				t.Errorf("error %v is not temporary", err)
 			}
 			md := s.maildir("alice")
-			if n := listDir(t, filepath.Join(md, "new")); len(n) != 0 {
+			if n := testenv.ListDir(t, filepath.Join(md, "new")); len(n) != 0 {
 				t.Errorf("new/ holds %v", n)
 			}
-			if n := listDir(t, filepath.Join(md, "tmp")); len(n) != 0 {
+			if n := testenv.ListDir(t, filepath.Join(md, "tmp")); len(n) != 0 {
 				t.Errorf("tmp/ holds %v", n)
 			}
 		})

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 func TestMaildirFolder(t *testing.T) {
@@ -83,7 +85,7 @@ func TestMaildirDeliverReplacesLeftoverTemp(t *testing.T) {
 	if b, _ := os.ReadFile(p); string(b) != "Subject: whole\n\nbody\n" {
 		t.Errorf("delivered %q", b)
 	}
-	if names := listDir(t, filepath.Join(string(md), "tmp")); len(names) != 0 {
+	if names := testenv.ListDir(t, filepath.Join(string(md), "tmp")); len(names) != 0 {
 		t.Errorf("tmp/ holds %v", names)
 	}
 }
@@ -102,7 +104,7 @@ func TestMaildirDeliverWriteError(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, sub := range []string{"tmp", "new"} {
-		if names := listDir(t, filepath.Join(string(md), sub)); len(names) != 0 {
+		if names := testenv.ListDir(t, filepath.Join(string(md), sub)); len(names) != 0 {
 			t.Errorf("%s/ holds %v", sub, names)
 		}
 	}

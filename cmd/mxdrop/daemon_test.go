@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 func TestRunOnceSummary(t *testing.T) {
@@ -90,8 +92,8 @@ func TestDaemonImportsRenamedAndWrittenInPlace(t *testing.T) {
 // once, nothing is left in the drop folder but the expected quarantined files, and no
 // temporary file is left behind.
 func TestCrashKill9(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test is long")
+	if testing.Short() && !testenv.CI() {
+		t.Skip("crash test is long (never skipped under CI=true)")
 	}
 	e := newEnv(t, "")
 	const total = 2000

@@ -106,8 +106,8 @@ func TestLinkedDelivery(t *testing.T) {
 // delivery holds the drop file's bytes, and once the drop folder is drained no
 // delivery keeps a second name (no leftover link in tmp/ or the claims folder).
 func TestCrashKill9Linked(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test is long")
+	if testing.Short() && !testenv.CI() {
+		t.Skip("crash test is long (never skipped under CI=true)")
 	}
 	e := newEnv(t, "")
 	const total = 1000

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mxdrop/mxdrop/importer"
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // readRecord decodes the reason file beside path, both as a Record and as a map (to see
@@ -90,7 +91,7 @@ func TestQuarantine(t *testing.T) {
 		!slices.Equal(back.Ignored, []string{"x@elsewhere.example"}) || time.Since(back.Time) > time.Minute {
 		t.Errorf("record %+v", back)
 	}
-	if names := listDir(t, folder); !slices.Equal(names, []string{"m.eml", "m.eml.json"}) {
+	if names := testenv.ListDir(t, folder); !slices.Equal(names, []string{"m.eml", "m.eml.json"}) {
 		t.Errorf("folder holds %v (temporary files left?)", names)
 	}
 }
@@ -182,7 +183,7 @@ func TestQuarantineMissingSource(t *testing.T) {
 	if _, err := Folder(folder).Move(filepath.Join(dir, "gone"), sampleRecord()); err == nil {
 		t.Fatal("no error for a missing source")
 	}
-	if names := listDir(t, folder); len(names) != 0 {
+	if names := testenv.ListDir(t, folder); len(names) != 0 {
 		t.Errorf("left %v behind", names)
 	}
 }
@@ -205,7 +206,7 @@ func TestQuarantineStream(t *testing.T) {
 	if !slices.Equal(names, []string{"pop3-alice-17.eml", "pop3-alice-17.eml.1"}) {
 		t.Errorf("names %v", names)
 	}
-	if got := listDir(t, folder); len(got) != 4 {
+	if got := testenv.ListDir(t, folder); len(got) != 4 {
 		t.Errorf("folder holds %v", got)
 	}
 }
@@ -218,7 +219,7 @@ func TestQuarantineStreamReaderError(t *testing.T) {
 	if _, err := Folder(folder).Write("m", r, sampleRecord()); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("err = %v", err)
 	}
-	if got := listDir(t, folder); len(got) != 0 {
+	if got := testenv.ListDir(t, folder); len(got) != 0 {
 		t.Errorf("left %v behind", got)
 	}
 }
@@ -313,7 +314,7 @@ func TestListCountRemove(t *testing.T) {
 	if err := f.Remove("m.eml"); err != nil {
 		t.Fatal(err)
 	}
-	if got := listDir(t, f.Path()); !slices.Equal(got, []string{".x.tmp", "n.json", "n.json.json", "unsent.dsn.eml"}) {
+	if got := testenv.ListDir(t, f.Path()); !slices.Equal(got, []string{".x.tmp", "n.json", "n.json.json", "unsent.dsn.eml"}) {
 		t.Errorf("after Remove the folder holds %v", got)
 	}
 	if ForConnector(filepath.Join(dir, "none")).Count() != 0 {
@@ -337,7 +338,7 @@ func TestMoveInPlace(t *testing.T) {
 	if back, _ := readRecord(t, p); back.Reason != "again" {
 		t.Errorf("reason %q", back.Reason)
 	}
-	if got := listDir(t, f.Path()); !slices.Equal(got, []string{"m", "m.json"}) {
+	if got := testenv.ListDir(t, f.Path()); !slices.Equal(got, []string{"m", "m.json"}) {
 		t.Errorf("folder holds %v", got)
 	}
 }
@@ -357,7 +358,7 @@ func TestRestore(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "m")); string(b) != "x" {
 		t.Errorf("restored %q", b)
 	}
-	if got := listDir(t, f.Path()); len(got) != 0 {
+	if got := testenv.ListDir(t, f.Path()); len(got) != 0 {
 		t.Errorf("left %v", got)
 	}
 	if err := f.Restore("m", dir); err == nil {
@@ -432,20 +433,6 @@ func TestQuarantineLongNameUTF8(t *testing.T) {
 }
 
 func lf(lines ...string) string { return strings.Join(lines, "\n") }
-
-func listDir(t testing.TB, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range es {
-		out = append(out, e.Name())
-	}
-	slices.Sort(out)
-	return out
-}
 
 type errReader struct{ err error }
 
