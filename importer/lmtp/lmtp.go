@@ -97,13 +97,19 @@ func (c *Client) Close() error {
 	}
 }
 
-// session returns an idle session or dials a new one.
-func (c *Client) session(ctx context.Context) (*session, error) {
+// session returns an idle session (reused) or dials a new one.
+func (c *Client) session(ctx context.Context) (s *session, reused bool, err error) {
 	select {
 	case s := <-c.idle:
-		return s, nil
+		return s, true, nil
 	default:
 	}
+	s, err = c.dial(ctx)
+	return s, false, err
+}
+
+// dial opens a new session: connect, STARTTLS when configured, LHLO.
+func (c *Client) dial(ctx context.Context) (*session, error) {
 	d := net.Dialer{Timeout: c.timeout}
 	conn, err := d.DialContext(ctx, c.network, c.address)
 	if err != nil {
@@ -170,11 +176,31 @@ func (c *Client) Deliver(ctx context.Context, sender string, rcpts []string, wri
 		return nil, ctx.Err()
 	}
 	defer func() { <-c.slots }()
-	s, err := c.session(ctx)
+	s, reused, err := c.session(ctx)
 	if err != nil {
 		return nil, err
 	}
-	results, ended, err := c.transaction(s, sender, rcpts, write)
+	streamed := false
+	stream := func(w io.Writer) error {
+		streamed = true
+		return write(w)
+	}
+	results, ended, err := c.transaction(s, sender, rcpts, stream)
+	if reused && !streamed && (err != nil || allClosing(results)) {
+		// A pooled session the server ended while it sat idle: Dovecot closes idle
+		// LMTP sessions after 5 minutes with a 421, and a restarted server leaves
+		// every pooled session dead without a word. The message never left, so the
+		// server delivered nothing of it (LMTP delivers only after the message):
+		// the transaction runs again, once, on a new session, instead of every
+		// recipient waiting for a retry. A session just dialled is not retried, so a
+		// server that answers 421 to everything (shutting down, too many
+		// connections) is reported as it answers.
+		s.Close()
+		if s, err = c.dial(ctx); err != nil {
+			return nil, err
+		}
+		results, ended, err = c.transaction(s, sender, rcpts, stream)
+	}
 	if err != nil {
 		s.Close()
 		return results, err
@@ -201,6 +227,17 @@ func (c *Client) Deliver(ctx context.Context, sender string, rcpts []string, wri
 		s.Quit()
 	}
 	return results, nil
+}
+
+// allClosing reports whether the server answered every recipient with 421 (RFC 5321
+// section 3.8: the service is closing the channel), as at MAIL on a session it ended.
+func allClosing(results []importer.RcptResult) bool {
+	for _, r := range results {
+		if r.Status.Code != 421 {
+			return false
+		}
+	}
+	return len(results) > 0
 }
 
 // transaction runs one transaction on s, pipelined where the server allows it. ended

@@ -26,6 +26,10 @@ type rawLMTP struct {
 	// final answers for an accepted recipient after the message. nil: 250.
 	reply func(cmd string) string
 	final func(rcpt string) string
+	// hangUp, when not empty, ends each session after its first transaction, as a
+	// server does at its idle timeout or when it restarts: it sends this line first
+	// (a 421, say) unless it is "-", then closes the connection.
+	hangUp string
 
 	mu       sync.Mutex
 	sessions int
@@ -150,7 +154,7 @@ func (r *rawLMTP) serve(c net.Conn) {
 			for _, g := range group {
 				replies = append(replies, r.answer(g))
 			}
-			if !say(replies...) || !finish(group, replies) {
+			if !say(replies...) || !finish(group, replies) || r.hungUp(say) {
 				return
 			}
 			group, replies = nil, nil
@@ -163,7 +167,7 @@ func (r *rawLMTP) serve(c net.Conn) {
 				return
 			}
 			if verb == "DATA" {
-				if !finish(group, replies) {
+				if !finish(group, replies) || r.hungUp(say) {
 					return
 				}
 				group, replies = nil, nil
@@ -172,6 +176,17 @@ func (r *rawLMTP) serve(c net.Conn) {
 			say("502 5.5.2 unknown command")
 		}
 	}
+}
+
+// hungUp says hangUp's line if it is set and reports whether the session ends here.
+func (r *rawLMTP) hungUp(say func(...string) bool) bool {
+	if r.hangUp == "" {
+		return false
+	}
+	if r.hangUp != "-" {
+		say(r.hangUp)
+	}
+	return true
 }
 
 func rawClient(t *testing.T, r *rawLMTP) *Client {
@@ -303,5 +318,60 @@ func TestPipelinedMixedReplies(t *testing.T) {
 				t.Errorf("%d messages sent, want 3 (mixed, after mixed, after all)", r.messages)
 			}
 		})
+	}
+}
+
+// TestIdleSessionEndedByServer: a server ends idle sessions (Dovecot's LMTP after 5
+// minutes, with a 421; any server when it restarts, without a word). The next message
+// must not pay for it: a pooled session that fails before the server took anything of
+// the transaction is dropped, and the transaction runs again on a new session.
+func TestIdleSessionEndedByServer(t *testing.T) {
+	for _, pipelining := range []bool{false, true} {
+		for _, hangUp := range []string{"421 4.4.2 raw.test Disconnected client for inactivity", "-"} {
+			t.Run(fmt.Sprintf("pipelining=%v/%s", pipelining, strings.Fields(hangUp)[0]), func(t *testing.T) {
+				r := startRaw(t, pipelining)
+				r.hangUp = hangUp
+				cl := rawClient(t, r)
+				for i := 0; i < 3; i++ {
+					res, err := deliverText(cl, "a@example.com", "b@example.com")
+					if err != nil {
+						t.Fatalf("message %d: %v", i, err)
+					}
+					if got := fmt.Sprint(replies(res)); got != "map[a@example.com:ok b@example.com:ok]" {
+						t.Fatalf("message %d: %s, want both delivered", i, got)
+					}
+				}
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				if r.messages != 3 || r.sessions != 3 {
+					t.Errorf("%d messages over %d sessions, want 3 over 3", r.messages, r.sessions)
+				}
+			})
+		}
+	}
+}
+
+// TestRefusedOnNewSessionNotRetried: a 421 on a session just dialled is the server's
+// answer (too many connections, shutting down), reported as it is, not dialled again.
+func TestRefusedOnNewSessionNotRetried(t *testing.T) {
+	r := startRaw(t, true)
+	r.reply = func(cmd string) string {
+		if strings.HasPrefix(cmd, "MAIL") {
+			return "421 4.3.2 raw.test shutting down"
+		}
+		return ""
+	}
+	cl := rawClient(t, r)
+	res, err := deliverText(cl, "a@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(replies(res)); got != "map[a@example.com:421 4.3.2]" {
+		t.Errorf("%s, want the 421", got)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sessions != 1 {
+		t.Errorf("%d sessions, want 1", r.sessions)
 	}
 }

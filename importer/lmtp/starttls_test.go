@@ -18,12 +18,7 @@ import (
 // handshake fails on the certificate (so TLS was really negotiated), the delivery is a
 // temporary error, and nothing reaches the mailbox.
 func TestDovecotLMTPStartTLS(t *testing.T) {
-	srv := dovecottest.Start(t, dovecottest.Options{
-		Users: map[string]string{"alice": "pw"},
-		LMTP:  true,
-		ExtraConfig: `auth_username_format = %Ln
-`,
-	})
+	srv := startAliceLMTP(t)
 	deliver := func(caFile, id string) (importer.Result, error) {
 		t.Helper()
 		im := newImporter(t, configs.LMTP{Address: srv.LMTPAddr(), TLS: "starttls", CAFile: caFile, Connections: 1,
@@ -49,4 +44,14 @@ func TestDovecotLMTPStartTLS(t *testing.T) {
 	if n := srv.Count(t, "alice", "INBOX"); n != 1 {
 		t.Fatalf("INBOX holds %d messages, want 1", n)
 	}
+}
+
+// startAliceLMTP starts a Dovecot with LMTP (unix socket and TCP) and one user, alice.
+func startAliceLMTP(t *testing.T) *dovecottest.Server {
+	return dovecottest.Start(t, dovecottest.Options{
+		Users: map[string]string{"alice": "pw"},
+		LMTP:  true,
+		ExtraConfig: `auth_username_format = %Ln
+`,
+	})
 }
