@@ -50,8 +50,10 @@ type Message struct {
 	Header *Header
 	// Batch, when not nil, defers the fsync of the Maildir folders the deliveries are
 	// renamed into (and of the folders where a recovered message's deliveries were
-	// found): the deliveries are durable only once the caller's Batch.Sync has returned
-	// nil. A source importing many messages at once fsyncs each folder once that way.
+	// found) and the data sync of linked deliveries: the deliveries are durable only
+	// once the caller's Batch.Sync has returned nil. A source importing many messages at
+	// once fsyncs each folder once that way; the drop folder makes a linked copy visible
+	// before it waits for the disk.
 	Batch *durable.Batch
 	// Lookup, when not nil, shares the listings of cur/ folders among the recovered
 	// messages of a batch (see Lookup).
@@ -440,8 +442,12 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		// in the inbox and in the spam folder.
 		found := func(p string) (Delivery, error) {
 			// The interrupted attempt may have renamed the copy in but not fsynced
-			// the folder: do that now, or it could still vanish in a power loss.
+			// the folder, nor, for a linked copy, its data (LinkTemp): do that now,
+			// or it could still vanish in a power loss.
 			d.Path, d.Existing = p, true
+			if err := msg.Batch.SyncData(p); err != nil {
+				return d, classify("sync found copy for "+account, err)
+			}
 			if err := msg.Batch.SyncDir(filepath.Dir(p)); err != nil {
 				return d, classify("sync maildir folder of "+account, err)
 			}

@@ -29,6 +29,11 @@ type Manager struct {
 
 	retryFirst time.Duration // the first retry's delay (5s; tests shorten it)
 
+	// syncing holds a place for each job that gave its worker back to wait for the
+	// disk (runJob); detached counts them, so that shutdown waits for them too.
+	syncing  chan struct{}
+	detached sync.WaitGroup
+
 	mu     sync.Mutex
 	claims map[string]*claims // drop folder -> this instance's claims folder
 	cancel map[string]context.CancelFunc
@@ -107,10 +112,11 @@ func NewManager(id string, workers int, log zerolog.Logger) *Manager {
 	}
 	return &Manager{
 		id: id, workers: workers, log: log, retryFirst: 5 * time.Second,
-		jobs:   make(chan *job, workers*4),
-		quit:   make(chan struct{}),
-		intake: context.Background(),
-		claims: map[string]*claims{}, cancel: map[string]context.CancelFunc{}, gen: map[string]*Connector{},
+		jobs:    make(chan *job, workers*4),
+		syncing: make(chan struct{}, workers*maxSyncingPerWorker),
+		quit:    make(chan struct{}),
+		intake:  context.Background(),
+		claims:  map[string]*claims{}, cancel: map[string]context.CancelFunc{}, gen: map[string]*Connector{},
 	}
 }
 
@@ -172,18 +178,48 @@ func (m *Manager) work(wg *sync.WaitGroup) {
 	}
 }
 
+// maxSyncingPerWorker bounds the jobs waiting for the disk off their workers: as many
+// per worker (memory, open files), past which a job keeps its worker while it waits.
+const maxSyncingPerWorker = 16
+
+// runJob runs j on a goroutine of its own and returns when the job has ended or has
+// detached: once a file's copies are in place in the Maildirs (visible to readers),
+// what is left is waiting for fsyncs shared with other files in flight, then the DSN
+// and the acknowledgement, and the worker takes the next file meanwhile. A new message
+// then never waits behind the disk work of the ones before it; the disk work itself is
+// the same, and a file is still acknowledged only once its copies are durable.
 func (m *Manager) runJob(j *job) {
-	out := m.doJob(j)
-	m.counts.add(out)
-	if j.done != nil {
-		j.done()
+	free := make(chan struct{})
+	detached := false
+	detach := func() { // called on the job's goroutine, at most once
+		select {
+		case m.syncing <- struct{}{}:
+			detached = true
+			m.detached.Add(1)
+			close(free)
+		default: // too many waiting already: this one keeps its worker
+		}
 	}
-	if j.wg != nil {
-		j.wg.Done()
-	}
+	go func() {
+		out := m.doJob(j, detach)
+		m.counts.add(out)
+		if j.done != nil {
+			j.done()
+		}
+		if j.wg != nil {
+			j.wg.Done()
+		}
+		if detached {
+			<-m.syncing
+			m.detached.Done()
+		} else {
+			close(free)
+		}
+	}()
+	<-free
 }
 
-func (m *Manager) doJob(j *job) intake.Outcome {
+func (m *Manager) doJob(j *job, detach func()) intake.Outcome {
 	path := j.path
 	if !j.claimed {
 		if m.intake.Err() != nil {
@@ -206,7 +242,7 @@ func (m *Manager) doJob(j *job) intake.Outcome {
 		path = p
 	}
 	// In-flight messages finish even when shutdown has begun.
-	out, last := j.conn.process(context.Background(), path, j.recovered, j.last)
+	out, last := j.conn.process(context.Background(), path, j.recovered, j.last, detach)
 	if out == intake.Retry && j.wg == nil && m.intake.Err() == nil {
 		m.retryLater(&job{conn: j.conn, cl: j.cl, path: path, claimed: true, recovered: true, attempt: j.attempt + 1, last: last})
 	}
@@ -246,6 +282,7 @@ func (m *Manager) Run(ctx context.Context, conns []*Connector) error {
 	m.runs.Wait() // watchers have stopped offering
 	close(m.quit)
 	wg.Wait()
+	m.detached.Wait()
 	m.mu.Lock()
 	for _, cl := range m.claims {
 		cl.release()
@@ -379,6 +416,7 @@ func (m *Manager) Once(ctx context.Context, conns []*Connector) error {
 	wg.Wait()
 	close(m.quit)
 	pool.Wait()
+	m.detached.Wait()
 	m.mu.Lock()
 	for _, cl := range m.claims {
 		cl.release()

@@ -81,8 +81,10 @@ func identity(path string) (id string, size int64, mtime time.Time, err error) {
 // to Imported/) once every delivery and DSN is durable; quarantine moves it to
 // ImportFailed/ itself. On a transient error the file stays claimed and Retry is
 // returned. last is what an earlier attempt on the file delivered, or nil; the one
-// returned is what the next attempt needs to know.
-func (c *Connector) process(ctx context.Context, path string, recovered bool, last *delivered) (intake.Outcome, *delivered) {
+// returned is what the next attempt needs to know. detach, when not nil, is called
+// once the copies are in place and only the wait for the disk remains before the
+// acknowledgement (see Manager.runJob).
+func (c *Connector) process(ctx context.Context, path string, recovered bool, last *delivered, detach func()) (intake.Outcome, *delivered) {
 	start := time.Now()
 	id, size, mtime, err := identity(path)
 	h := intake.Handover{File: path, Ack: intake.AckFunc(func(_ context.Context, out intake.Outcome) (string, error) {
@@ -100,6 +102,17 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 		// The claimed file is never written again, only removed or moved to
 		// Imported/: a delivery may be the file itself, linked.
 		Path: path,
+	}
+	// The deliveries' folder fsyncs and linked copies' data syncs wait until every
+	// copy is in place, shared with the other files in flight (durable.SyncDir).
+	batch := &durable.Batch{}
+	defer batch.Close()
+	h.Msg.Batch = batch
+	h.Commit = func() error {
+		if detach != nil {
+			detach()
+		}
+		return batch.Sync()
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -21,7 +21,7 @@ import (
 // forever; it is given up at once.
 func TestProcessVanishedClaim(t *testing.T) {
 	c, _ := testConnector(t)
-	if got, _ := c.process(context.Background(), filepath.Join(c.DropFolder, "gone.eml"), true, nil); got != intake.Skipped {
+	if got, _ := c.process(context.Background(), filepath.Join(c.DropFolder, "gone.eml"), true, nil, nil); got != intake.Skipped {
 		t.Errorf("vanished claim: outcome %v, want Skipped (not Retry)", got)
 	}
 }
@@ -38,7 +38,7 @@ func TestProcessNotRegular(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := c.process(context.Background(), link, false, nil); got != intake.Quarantined {
+	if got, _ := c.process(context.Background(), link, false, nil, nil); got != intake.Quarantined {
 		t.Fatalf("symbolic link: outcome %v, want Quarantined", got)
 	}
 	q := filepath.Join(c.DropFolder, "ImportFailed", "link.eml")

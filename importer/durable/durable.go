@@ -32,13 +32,42 @@ func WriteFile(tmpDir, tmpName, dir, name string, perm os.FileMode, write WriteF
 }
 
 // Batch defers the fsync of the folders files are renamed into, so that a caller that
-// makes many files durable at once fsyncs each folder once rather than once per file.
-// Its WriteFile leaves out the folder fsync and records the folder; the files are
-// durable once Sync has returned nil. A nil *Batch fsyncs at once, like WriteFile. A
-// Batch is safe for concurrent use.
+// makes many files durable at once fsyncs each folder once rather than once per file,
+// and the data sync of linked files (LinkTemp), so that a linked copy is visible
+// without waiting for the disk. Its WriteFile leaves out the folder fsync and records
+// the folder; the files are durable once Sync has returned nil. A nil *Batch syncs at
+// once, like WriteFile. A Batch is safe for concurrent use; its owner calls Sync, or
+// Close when it gives up.
 type Batch struct {
-	mu   sync.Mutex
-	dirs map[string]bool
+	mu    sync.Mutex
+	dirs  map[string]bool
+	files []*os.File // linked files whose data Sync makes durable
+}
+
+// keep records f, open, for Sync's data sync; the Batch closes it.
+func (b *Batch) keep(f *os.File) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.files = append(b.files, f)
+}
+
+// SyncData makes the data of the existing file path durable (fdatasync), at once with
+// a nil b, else at Sync: for a delivery found after a crash, which may be a linked file
+// whose sync never ran.
+func (b *Batch) SyncData(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open for fdatasync: %w", err)
+	}
+	if b != nil {
+		b.keep(f)
+		return nil
+	}
+	defer f.Close()
+	if err := syncData(f); err != nil {
+		return fmt.Errorf("fdatasync %s: %w", filepath.Base(path), err)
+	}
+	return nil
 }
 
 // WriteFile is the package's WriteFile, except that with a non-nil b the folder dir is
@@ -83,11 +112,20 @@ func (b *Batch) Pending() []string {
 	return out
 }
 
-// Sync fsyncs every folder recorded since the last Sync. On error the folders not
-// synced stay recorded, so a later Sync tries them again.
+// Sync makes the data of every linked file recorded since the last Sync durable, then
+// fsyncs every folder recorded. On error what was not synced stays recorded, so a
+// later Sync tries it again.
 func (b *Batch) Sync() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for len(b.files) > 0 {
+		f := b.files[0]
+		if err := syncData(f); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", filepath.Base(f.Name()), err)
+		}
+		f.Close()
+		b.files = b.files[1:]
+	}
 	for dir := range b.dirs {
 		if err := SyncDir(dir); err != nil {
 			return err
@@ -95,6 +133,17 @@ func (b *Batch) Sync() error {
 		delete(b.dirs, dir)
 	}
 	return nil
+}
+
+// Close forgets what was not synced and closes the files kept for Sync: for an owner
+// that gives up (its source keeps the message and a later attempt syncs again).
+func (b *Batch) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.files {
+		f.Close()
+	}
+	b.files, b.dirs = nil, nil
 }
 
 // WriteTemp writes the file tmp (created with O_EXCL; a leftover of the same name is
@@ -201,6 +250,20 @@ func (s *dirSyncer) sync(dir string) error {
 
 // synced, when not nil, is told of every folder fsync that succeeded (tests count them).
 var synced func(dir string)
+
+// datasynced, when not nil, is told of every data sync of a linked or found file that
+// succeeded, by the name it was opened with (tests check when they happen).
+var datasynced func(name string)
+
+func syncData(f *os.File) error {
+	if err := datasync(f); err != nil {
+		return err
+	}
+	if datasynced != nil {
+		datasynced(f.Name())
+	}
+	return nil
+}
 
 func fsyncDir(dir string) error {
 	d, err := os.Open(dir)

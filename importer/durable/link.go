@@ -13,8 +13,9 @@ import (
 var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 
 // LinkTemp makes tmp (on the destination file system, like WriteTemp's) a second name
-// of the existing file src, instead of writing a copy, and makes src's content durable.
-// A leftover tmp of the same name (from a crash) is replaced.
+// of the existing file src, instead of writing a copy, and makes src's content durable:
+// at once with a nil b, else at b.Sync. A leftover tmp of the same name (from a crash)
+// is replaced.
 //
 // src must be a regular file (a symbolic link is not followed) of size bytes (size < 0:
 // any), with no other name, owned by this process's user, and neither writable by its
@@ -24,25 +25,39 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 // when src is on another file system, EPERM where the file system has no hard links)
 // also means: copy instead. On error nothing is left at tmp.
 //
-// The caller renames tmp into place and fsyncs that folder, as after WriteTemp; the
-// content and the new name are then durable. Why that is enough:
-//   - The fdatasync here, before the link, makes src's data durable with the metadata
-//     needed to read it (its size and block map; fdatasync(2)). It acts on the inode
-//     behind the descriptor whichever of its names it was opened by, so it covers the
-//     bytes the delivery name will show, however src was written.
+// The caller renames tmp into place and syncs that folder (or records it in b), as
+// after WriteTemp; once that fsync and the data sync (b.Sync) have returned, the content
+// and the new name are durable, and only then may the source be acknowledged. Why that
+// is enough:
+//   - fdatasync(2) makes src's data durable with the metadata needed to read it (its
+//     size and block map). It acts on the inode behind the descriptor whichever of its
+//     names it was opened by, so it covers the bytes the delivery name shows, however
+//     src was written. A file its writer fsynced (Postfix virtual does) has nothing left
+//     to write then: only its change time is dirty (the rename into the drop folder and
+//     the claim set it), which fdatasync leaves alone and fsync would write.
 //   - link(2) (new directory entry and the inode's link count) and rename(2) are
 //     metadata operations that ext4 and XFS journal, each as one transaction, in the
 //     order they were made. The folder fsync after the rename commits the running
 //     transaction (ext4, jbd2) or forces the log up to the rename (XFS), and with it
 //     every earlier transaction, the link's included. So the name in new/ is durable
 //     with a link count that counts it, and a crash before that fsync leaves the name
-//     in tmp/ or new/ or neither, and the data on disk whichever.
+//     in tmp/ or new/ or neither.
 //   - Without a journal (ext2, ext4 without has_journal) the folder fsync writes the
 //     folder's blocks but not the linked inode's new link count, so after a crash the
 //     inode may count fewer names than point to it. Such a file system is marked not
 //     clean while mounted, and e2fsck, which runs at the next boot because of it,
 //     recounts every inode's names from the folders (its pass 4) before anything can
 //     remove the drop file's name and free an inode still named in new/.
+//   - With a Batch the data sync comes after the rename, so that the copy is visible
+//     without waiting for the disk (the latency of a drop file is its claim, its header
+//     and two directory operations). A copy written by mxdrop is never visible before
+//     its data is durable (WriteTemp); a linked one is the drop file itself: until the
+//     sync a power loss can take the same bytes from its delivered name and from its
+//     claimed name, and the claim, not acknowledged yet, is imported again at the next
+//     start, which finds the delivered name and syncs it before it acknowledges. Only a
+//     drop file its writer never synced can lose bytes that way, and it would lose them
+//     just the same in the drop folder; its size then changes, so the next import sees
+//     a new identity and such a damaged message can end up twice in the Maildir.
 //
 // References: fsync(2) and fdatasync(2), link(2), rename(2); ext4's jbd2 commits a transaction as a
 // whole (Documentation/filesystems/ext4 "data=ordered"; ext4_sync_file); XFS
@@ -52,12 +67,16 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //
 // The file is shared, not copied: whoever holds src must never write it again (it may
 // remove it or rename it away, which leaves the delivered name alone).
-func LinkTemp(src, tmp string, size int64) (err error) {
+func LinkTemp(src, tmp string, size int64, b *Batch) (err error) {
 	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("open file to link: %w", err)
 	}
-	defer f.Close()
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat file to link: %w", err)
@@ -65,13 +84,11 @@ func LinkTemp(src, tmp string, size int64) (err error) {
 	if err := linkable(fi, size); err != nil {
 		return err
 	}
-	// fdatasync, before the link. A file its writer fsynced (Postfix virtual does) has
-	// nothing left to write then: only its change time is dirty (the rename into the
-	// drop folder and the claim set it), which fdatasync(2) leaves alone and fsync would
-	// write, with a journal commit or, without a journal, an inode write of its own per
-	// message. The order keeps the data durable before any second name exists.
-	if err := datasync(f); err != nil {
-		return fmt.Errorf("fdatasync: %w", err)
+	if b == nil {
+		// No batch: durable before the second name exists.
+		if err := syncData(f); err != nil {
+			return fmt.Errorf("fdatasync: %w", err)
+		}
 	}
 	err = os.Link(src, tmp)
 	if errors.Is(err, os.ErrExist) {
@@ -98,6 +115,10 @@ func LinkTemp(src, tmp string, size int64) (err error) {
 	}
 	if !os.SameFile(fi, li) {
 		return fmt.Errorf("%w: %s was replaced while it was linked", ErrNotLinkable, filepath.Base(src))
+	}
+	if b != nil {
+		b.keep(f)
+		f = nil
 	}
 	return nil
 }
@@ -128,12 +149,12 @@ func linkable(fi os.FileInfo, size int64) error {
 }
 
 // Link is WriteFile for a file that exists already: LinkTemp(src, tmpDir/tmpName,
-// size), then rename to dir/name and fsync dir (or, with a non-nil b, record it for
-// Sync). Any error means nothing was delivered and the caller may write a copy
-// instead; see LinkTemp.
+// size, b), then rename to dir/name and fsync dir (or, with a non-nil b, leave the
+// data sync and the folder fsync to Sync). Any error means nothing was delivered and
+// the caller may write a copy instead; see LinkTemp.
 func (b *Batch) Link(src string, size int64, tmpDir, tmpName, dir, name string) error {
 	tmp := filepath.Join(tmpDir, tmpName)
-	if err := LinkTemp(src, tmp, size); err != nil {
+	if err := LinkTemp(src, tmp, size, b); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {

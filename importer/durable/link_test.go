@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -127,7 +128,7 @@ func TestLinkTempRefuses(t *testing.T) {
 			src := filepath.Join(dir, "claim")
 			tc.prepare(t, src)
 			tmp := filepath.Join(dir, "tmp", "n")
-			err := LinkTemp(src, tmp, tc.size)
+			err := LinkTemp(src, tmp, tc.size, nil)
 			if err == nil {
 				t.Fatal("linked")
 			}
@@ -162,4 +163,70 @@ func TestLinkAcrossFileSystems(t *testing.T) {
 			t.Errorf("%s/ holds %v", s, es)
 		}
 	}
+}
+
+// TestLinkDataSync: without a batch the drop file's data is synced before its second
+// name exists; with a batch the copy is in new/ first and its data is synced by Sync,
+// before the folder, and Close gives up what Sync did not do. A found delivery's data
+// (SyncData) is synced by Sync too.
+func TestLinkDataSync(t *testing.T) {
+	dir := t.TempDir()
+	maildir(t, dir)
+	newDir, tmpDir := filepath.Join(dir, "new"), filepath.Join(dir, "tmp")
+	var events []string
+	datasynced = func(name string) {
+		_, err := os.Stat(filepath.Join(newDir, filepath.Base(name)))
+		events = append(events, "data "+filepath.Base(name)+" in new/ "+map[bool]string{true: "yes", false: "no"}[err == nil])
+	}
+	synced = func(d string) { events = append(events, "folder "+filepath.Base(d)) }
+	t.Cleanup(func() { datasynced, synced = nil, nil })
+	write := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("message "+name), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	check := func(step string, want ...string) {
+		t.Helper()
+		if got := strings.Join(events, ", "); got != strings.Join(want, ", ") {
+			t.Errorf("%s: %q, want %q", step, got, strings.Join(want, ", "))
+		}
+		events = nil
+	}
+
+	if err := (*Batch)(nil).Link(write("a"), -1, tmpDir, "a", newDir, "a"); err != nil {
+		t.Fatal(err)
+	}
+	check("no batch", "data a in new/ no", "folder new")
+
+	var b Batch
+	if err := b.Link(write("b"), -1, tmpDir, "b", newDir, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncData(filepath.Join(newDir, "a")); err != nil {
+		t.Fatal(err)
+	}
+	check("batch, before Sync")
+	if got, err := os.ReadFile(filepath.Join(newDir, "b")); err != nil || string(got) != "message b" {
+		t.Errorf("new/b before Sync: %q, %v", got, err)
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	check("batch, Sync", "data b in new/ yes", "data a in new/ yes", "folder new")
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	check("batch, second Sync")
+
+	var c Batch
+	if err := c.Link(write("c"), -1, tmpDir, "c", newDir, "c"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := c.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	check("batch closed")
 }

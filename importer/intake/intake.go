@@ -119,6 +119,10 @@ type Handover struct {
 	// Log, when not nil, replaces the Intake's logger for this message's event (a
 	// poller adds the uid).
 	Log *zerolog.Logger
+	// Commit, when not nil, is called after the import and before the DSN and the
+	// acknowledgement: it makes durable what the import left to Msg.Batch. An error
+	// keeps the message at its source (Retry).
+	Commit func() error
 }
 
 // Handle runs the intake of one message and returns what became of it with the
@@ -129,6 +133,11 @@ func (in *Intake) Handle(ctx context.Context, h Handover) (Outcome, importer.Res
 	res, err := in.Importer.Import(ctx, h.Msg)
 	if err != nil {
 		return in.Retry(h, res, err, start), res
+	}
+	if h.Commit != nil {
+		if err := h.Commit(); err != nil {
+			return in.Retry(h, res, fmt.Errorf("sync deliveries: %w", err), start), res
+		}
 	}
 	var dsn []byte
 	if len(res.Failed) > 0 && in.Bouncer != nil {
