@@ -477,6 +477,17 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 				}
 			}
 		}
+		if msg.Path != "" && alone {
+			mds := []Maildir{inbox}
+			if sv != nil {
+				if junk, err := inbox.Folder(im.spamFolder()); err == nil {
+					mds = append(mds, junk)
+				}
+			}
+			if p, ok := linkedCopy(msg.Path, mds...); ok {
+				return found(p)
+			}
+		}
 	}
 	delivTo := account
 	if len(rcpts) == 1 {

@@ -286,3 +286,38 @@ func TestIdenticalCopy(t *testing.T) {
 		})
 	}
 }
+
+// TestImportLinkRecoveredAfterDataLoss: a linked copy is visible before its data sync
+// (durable.LinkTemp). A power loss in between can leave the drop file, and so the
+// delivered name, shorter; its claim is then imported again under the identity of its
+// new size, whose delivery name was never used. The copy is found by its inode instead
+// of being delivered a second time.
+func TestImportLinkRecoveredAfterDataLoss(t *testing.T) {
+	s := newSetup(t)
+	im := s.importer(t, nil)
+	in := postfixMessage("alice@example.com", "lost")
+	msg, src := s.linkDrop(t, "m", in)
+	res, err := im.Import(context.Background(), msg)
+	if err != nil || len(res.Delivered) != 1 || !res.Delivered[0].Linked {
+		t.Fatalf("first import: %+v, %v", res.Delivered, err)
+	}
+	// What reached the disk before the power loss: the first half.
+	if err := os.Truncate(src, int64(len(in)/2)); err != nil {
+		t.Fatal(err)
+	}
+	again := fileMessage(t, src)
+	again.Path, again.Recovered = src, true
+	if DeliveryName(again, "alice@example.com") == DeliveryName(msg, "alice@example.com") {
+		t.Fatal("the shortened file kept its delivery name: this test would show nothing")
+	}
+	res, err = im.Import(context.Background(), again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Delivered) != 1 || !res.Delivered[0].Existing {
+		t.Errorf("recovered import delivered %+v, want the linked copy found", res.Delivered)
+	}
+	if n := len(testenv.ListDir(t, filepath.Join(s.maildir("alice"), "new"))); n != 1 {
+		t.Errorf("new/ holds %d messages, want 1", n)
+	}
+}

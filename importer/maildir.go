@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-maildir/maildirpp"
@@ -118,6 +119,47 @@ func scanFor(dir, name string) (string, bool) {
 			return "", false
 		}
 	}
+}
+
+// linkedCopy looks in the new/ and cur/ folders of mds for a delivery of mxdrop that is
+// the file src itself (its inode): a linked copy is visible before its data sync
+// (durable.LinkTemp), and a power loss in between can shorten src, which is then
+// imported again under a new identity whose delivery name was never used. Only a src
+// with another name is looked for, and only mxdrop's delivery names are stat'ed.
+func linkedCopy(src string, mds ...Maildir) (string, bool) {
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return "", false
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Nlink < 2 {
+		return "", false
+	}
+	for _, md := range mds {
+		for _, sub := range []string{"new", "cur"} {
+			dir := filepath.Join(string(md), sub)
+			d, err := os.Open(dir)
+			if err != nil {
+				continue
+			}
+			for {
+				names, err := d.Readdirnames(1024)
+				for _, n := range names {
+					if !strings.Contains(n, ".mxdrop") {
+						continue
+					}
+					if li, lerr := os.Lstat(filepath.Join(dir, n)); lerr == nil && os.SameFile(fi, li) {
+						d.Close()
+						return filepath.Join(dir, n), true
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			d.Close()
+		}
+	}
+	return "", false
 }
 
 // deliveryBase returns the name a file of cur/ was delivered as: the part before the

@@ -56,8 +56,10 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //     claimed name, and the claim, not acknowledged yet, is imported again at the next
 //     start, which finds the delivered name and syncs it before it acknowledges. Only a
 //     drop file its writer never synced can lose bytes that way, and it would lose them
-//     just the same in the drop folder; its size then changes, so the next import sees
-//     a new identity and such a damaged message can end up twice in the Maildir.
+//     just the same in the drop folder. Its size then changes, so the next import sees
+//     a new identity whose delivery name was never used; the importer finds the linked
+//     copy by its inode instead (the claim still has two names) and does not deliver
+//     it again.
 //
 // References: fsync(2) and fdatasync(2), link(2), rename(2); ext4's jbd2 commits a transaction as a
 // whole (Documentation/filesystems/ext4 "data=ordered"; ext4_sync_file); XFS
