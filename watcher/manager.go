@@ -29,10 +29,9 @@ type Manager struct {
 
 	retryFirst time.Duration // the first retry's delay (5s; tests shorten it)
 
-	// syncing holds a place for each job that gave its worker back to wait for the
-	// disk (runJob); detached counts them, so that shutdown waits for them too.
-	syncing  chan struct{}
-	detached sync.WaitGroup
+	// syncing holds a place for each job that detached from the pool to wait for
+	// the disk (runJob).
+	syncing chan struct{}
 
 	mu     sync.Mutex
 	claims map[string]*claims // drop folder -> this instance's claims folder
@@ -158,18 +157,23 @@ func (m *Manager) claimsFor(c *Connector) (*claims, error) {
 // not yet claimed are dropped once intake has stopped: their files are still in the
 // drop folder. Claimed jobs always finish. The jobs channel is never closed, so a late
 // producer (a retry timer) cannot panic; what it queues after the pool has gone stays
-// claimed and is recovered at the next start.
+// claimed and is recovered at the next start. A worker whose job detached (runJob)
+// ends with that job: another one has taken its place.
 func (m *Manager) work(wg *sync.WaitGroup) {
 	defer wg.Done()
 	for {
 		select {
 		case j := <-m.jobs:
-			m.runJob(j)
+			if m.runJob(j, wg) {
+				return
+			}
 		case <-m.quit:
 			for {
 				select {
 				case j := <-m.jobs:
-					m.runJob(j)
+					if m.runJob(j, wg) {
+						return
+					}
 				default:
 					return
 				}
@@ -178,45 +182,39 @@ func (m *Manager) work(wg *sync.WaitGroup) {
 	}
 }
 
-// maxSyncingPerWorker bounds the jobs waiting for the disk off their workers: as many
-// per worker (memory, open files), past which a job keeps its worker while it waits.
+// maxSyncingPerWorker bounds the jobs waiting for the disk off the pool: as many per
+// worker (memory, open files), past which a job keeps its worker while it waits.
 const maxSyncingPerWorker = 16
 
-// runJob runs j on a goroutine of its own and returns when the job has ended or has
-// detached: once a file's copies are in place in the Maildirs (visible to readers),
-// what is left is waiting for fsyncs shared with other files in flight, then the DSN
-// and the acknowledgement, and the worker takes the next file meanwhile. A new message
-// then never waits behind the disk work of the ones before it; the disk work itself is
-// the same, and a file is still acknowledged only once its copies are durable.
-func (m *Manager) runJob(j *job) {
-	free := make(chan struct{})
-	detached := false
-	detach := func() { // called on the job's goroutine, at most once
+// runJob runs j on the worker's goroutine. Once a file's copies are in place in the
+// Maildirs (visible to readers), what is left is waiting for fsyncs shared with other
+// files in flight, then the DSN and the acknowledgement: the job detaches there, a new
+// worker (counted in pool) takes this one's place for the next file, and this goroutine
+// ends with the job (detached is true). A new message then never waits behind the disk
+// work of the ones before it; the disk work itself is the same, and a file is still
+// acknowledged only once its copies are durable.
+func (m *Manager) runJob(j *job, pool *sync.WaitGroup) (detached bool) {
+	detach := func() { // at most once, on this goroutine
 		select {
 		case m.syncing <- struct{}{}:
 			detached = true
-			m.detached.Add(1)
-			close(free)
+			pool.Add(1)
+			go m.work(pool)
 		default: // too many waiting already: this one keeps its worker
 		}
 	}
-	go func() {
-		out := m.doJob(j, detach)
-		m.counts.add(out)
-		if j.done != nil {
-			j.done()
-		}
-		if j.wg != nil {
-			j.wg.Done()
-		}
-		if detached {
-			<-m.syncing
-			m.detached.Done()
-		} else {
-			close(free)
-		}
-	}()
-	<-free
+	out := m.doJob(j, detach)
+	m.counts.add(out)
+	if j.done != nil {
+		j.done()
+	}
+	if j.wg != nil {
+		j.wg.Done()
+	}
+	if detached {
+		<-m.syncing
+	}
+	return detached
 }
 
 func (m *Manager) doJob(j *job, detach func()) intake.Outcome {
@@ -282,7 +280,6 @@ func (m *Manager) Run(ctx context.Context, conns []*Connector) error {
 	m.runs.Wait() // watchers have stopped offering
 	close(m.quit)
 	wg.Wait()
-	m.detached.Wait()
 	m.mu.Lock()
 	for _, cl := range m.claims {
 		cl.release()
@@ -416,7 +413,6 @@ func (m *Manager) Once(ctx context.Context, conns []*Connector) error {
 	wg.Wait()
 	close(m.quit)
 	pool.Wait()
-	m.detached.Wait()
 	m.mu.Lock()
 	for _, cl := range m.claims {
 		cl.release()
