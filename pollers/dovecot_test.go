@@ -345,24 +345,15 @@ func (d *dovecotCase) testIdle(t *testing.T) {
 	yes := true
 	cfg.IDLE, cfg.Interval = &yes, configs.Duration(time.Hour)
 	p := e.poller(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		p.Run(ctx)
-		close(done)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	stop := runPoller(p)
+	defer stop()
 	waitFor(t, 10*time.Second, func() bool { return len(e.delivered("alice@example.com")) == 1 })
 	start := time.Now()
 	d.append(t, "idle", message("idle-2@x"))
 	waitFor(t, 10*time.Second, func() bool { return len(e.delivered("alice@example.com")) == 2 })
 	t.Logf("pushed in %v", time.Since(start))
 	waitFor(t, 10*time.Second, func() bool { return d.count(t, "idle") == 0 })
-	cancel()
-	<-done
+	stop()
 	d.wantMaildir(t, e, "alice@example.com", "<idle-1@x>", "<idle-2@x>")
 	if n := d.count(t, "idle"); n != 0 {
 		t.Fatalf("server holds %d", n)

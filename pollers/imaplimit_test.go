@@ -176,3 +176,31 @@ func TestIMAPHugeMessageIDLiteral(t *testing.T) {
 	}
 	e.wantDelivered("alice@example.com", "<v1@x>", "<v2@x>")
 }
+
+// A huge literal sent while the poller idles (RFC 2177) ends the session like one in a
+// cycle, and the log says why: reason server_reply_too_large, not a bare "idle failed".
+func TestIMAPHugeLiteralDuringIdle(t *testing.T) {
+	srv := newMemIMAP(t, nil)
+	e := newEnv(t, "alice@example.com")
+	srv.append(t, "INBOX", message("d1@x", "To: alice@example.com"))
+	proxy := newInjectProxy(t, net.JoinHostPort(srv.host, strconv.Itoa(srv.port)),
+		"* 1 FETCH (UID 1 BODY[] {4000000000}\r\n")
+	host, port := proxy.addr()
+	yes := true
+	p := e.poller(srv.pollerConfig(func(pc *configs.Poller) {
+		pc.Host, pc.Port = host, port
+		pc.IDLE, pc.Interval = &yes, configs.Duration(time.Hour)
+	}))
+	proxy.arm(" IDLE")
+	defer runPoller(p)()
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(e.log.String(), "idle failed") })
+	for _, l := range strings.Split(e.log.String(), "\n") {
+		if strings.Contains(l, "idle failed") && !strings.Contains(l, `"reason":"server_reply_too_large"`) {
+			t.Errorf("idle failure logged without its reason: %s", l)
+		}
+	}
+	if n := proxy.written.Load(); n > 32<<20 {
+		t.Errorf("the poller read on: the server wrote %d MiB", n>>20)
+	}
+	e.wantDelivered("alice@example.com", "<d1@x>")
+}

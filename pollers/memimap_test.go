@@ -700,16 +700,7 @@ func TestIMAPIdle(t *testing.T) {
 			p := e.poller(srv.pollerConfig(func(pc *configs.Poller) {
 				pc.IDLE, pc.Interval, pc.Folders = &yes, configs.Duration(time.Hour), folders
 			}))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				p.Run(ctx)
-				close(done)
-			}()
-			defer func() {
-				cancel()
-				<-done
-			}()
+			defer runPoller(p)()
 			waitFor(t, 5*time.Second, func() bool { return len(e.delivered("alice@example.com")) == 1 })
 			srv.waitIdle(t)
 			srv.append(t, "INBOX", message("i2@x"))
@@ -722,6 +713,21 @@ func TestIMAPIdle(t *testing.T) {
 				t.Fatalf("%d connections, want one IDLE session", c)
 			}
 		})
+	}
+}
+
+// runPoller runs p on its schedule (Run) until the returned stop is called (once or
+// more), which waits for it to end.
+func runPoller(p *Poller) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		p.Run(ctx)
+		close(done)
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }
 

@@ -358,6 +358,12 @@ func (s *CycleStats) add(o CycleStats) {
 	s.Errors += o.Errors
 }
 
+// replyTooLarge reports whether err ended a session because the server sent more
+// than mxdrop reads for one command (IMAP's read budget, POP3's listing bounds).
+func replyTooLarge(err error) bool {
+	return errors.As(err, new(*imap.LimitError)) || errors.Is(err, pop3.ErrReplyTooLong)
+}
+
 // logCycle emits the one event of a cycle. A refused login is an error event of its
 // own kind, so that it is never mistaken for a network hiccup.
 func (p *Poller) logCycle(st CycleStats, err error) {
@@ -369,7 +375,7 @@ func (p *Poller) logCycle(st CycleStats, err error) {
 	case errors.As(err, &le):
 		ev = p.log.Error().Err(err).Str("reason", "login_failed").Str("host", p.cfg.Host).Str("username", p.cfg.Username)
 		msg = "login failed"
-	case errors.As(err, new(*imap.LimitError)) || errors.Is(err, pop3.ErrReplyTooLong):
+	case replyTooLarge(err):
 		// The session ended; nothing was deleted on the strength of the reply.
 		ev = p.log.Error().Err(err).Str("reason", "server_reply_too_large").Str("host", p.cfg.Host)
 		msg = "cycle failed"

@@ -173,7 +173,11 @@ func (p *Poller) runIdle(ctx context.Context) (progressed bool, err error) {
 		newMail, err := id.idle(ctx, wait)
 		if err != nil {
 			if ctx.Err() == nil {
-				p.log.Warn().Err(err).Msg("idle failed; reconnecting")
+				ev := p.log.Warn().Err(err)
+				if replyTooLarge(err) {
+					ev = ev.Str("reason", "server_reply_too_large").Str("host", p.cfg.Host)
+				}
+				ev.Msg("idle failed; reconnecting")
 			}
 			return progressed, err
 		}
