@@ -205,6 +205,12 @@ type Connector struct {
 	MaxMessageSize int64 `yaml:"max_message_size"`
 }
 
+// PollerMessageCeiling is the largest message a poller fetches when its
+// max_message_size is 0 (not set): a server, broken or hostile, that announces a huge
+// literal or never ends a RETR cannot fill the disk through the spool. An explicit
+// max_message_size above it is taken as written.
+const PollerMessageCeiling = 1 << 30
+
 // IsActive reports whether the connector runs (active defaults to true).
 func (c *Connector) IsActive() bool { return c.Active == nil || *c.Active }
 
@@ -250,7 +256,9 @@ type Poller struct {
 	Folders           []string `yaml:"folders"`  // imap only (default [INBOX])
 	IDLE              *bool    `yaml:"idle"`     // imap only (default true); see IDLEEnabled
 	Delivery          string   `yaml:"delivery"` // maildir | lmtp (default maildir)
-	MaxMessageSize    int64    `yaml:"max_message_size"`
+	// MaxMessageSize leaves larger messages on the server (bytes; 0: the ceiling,
+	// PollerMessageCeiling).
+	MaxMessageSize int64 `yaml:"max_message_size"`
 	// DuplicateWindow is how long a message identity is remembered to suppress
 	// re-delivery (default 336h, two weeks).
 	DuplicateWindow Duration `yaml:"duplicate_window"`

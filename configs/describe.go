@@ -283,7 +283,11 @@ func (d *describer) pollers() {
 		}
 		d.kv(2, "delivery", "%s", d.deliveryText(p.Delivery))
 		d.kv(2, "duplicates", "a message seen again within %s is not delivered again", p.DuplicateWindow)
-		d.kv(2, "max message size", "%s", sizeText(p.MaxMessageSize))
+		if p.MaxMessageSize > 0 {
+			d.kv(2, "max message size", "%s", sizeText(p.MaxMessageSize))
+		} else {
+			d.kv(2, "max message size", "%d bytes (not set: mxdrop's ceiling for pollers)", PollerMessageCeiling)
+		}
 		d.kv(2, "spam check", "%s", yesNo(p.SpamCheck))
 		if p.Mode == "collection" {
 			d.kv(2, "mode", "collection: routed by recipient within %s", domainsText(p.AcceptedDomains))

@@ -285,7 +285,7 @@ func (v *validator) poller(i int) {
 		v.add(p+".max_per_cycle", "write the most messages fetched per cycle; 0 means no limit", "%d is negative", pl.MaxPerCycle)
 	}
 	if pl.MaxMessageSize < 0 {
-		v.add(p+".max_message_size", "write a size in bytes; 0 means no limit", "%d is negative", pl.MaxMessageSize)
+		v.add(p+".max_message_size", "write a size in bytes; 0 means mxdrop's ceiling of 1 GiB", "%d is negative", pl.MaxMessageSize)
 	}
 	if pl.Username == "" {
 		v.add(p+".username", "the login name at the server, often the full address", "is required")

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/durable"
 	"github.com/mxdrop/mxdrop/importer/intake"
@@ -70,7 +71,7 @@ func (p *Poller) cycleOn(ctx context.Context, sess session, start time.Time) (st
 	}
 	defer state.Close()
 	state.fault = p.stateFault
-	sp, err := newSpool(filepath.Join(p.dir, "spool"), p.cfg.MaxMessageSize)
+	sp, err := newSpool(filepath.Join(p.dir, "spool"), p.maxMessageSize())
 	if err == nil {
 		err = sp.clean()
 	}
@@ -255,7 +256,7 @@ func (p *Poller) folderCycle(ctx context.Context, state *State, sp *spool, f fol
 					}
 					large[m.Key] = Entry{Status: StatusTooLarge, First: first, Size: m.Size}
 					p.log.Warn().Str("uid", m.Key).Str("file", f.label(m)).Int64("size", m.Size).
-						Int64("max_message_size", p.cfg.MaxMessageSize).Str("reason", "too_large").
+						Int64("max_message_size", p.maxMessageSize()).Str("reason", "too_large").
 						Msg("message larger than max_message_size left on the server")
 				}
 				continue
@@ -301,7 +302,18 @@ func (p *Poller) folderCycle(ctx context.Context, state *State, sp *spool, f fol
 }
 
 func (p *Poller) tooLarge(size int64) bool {
-	return p.cfg.MaxMessageSize > 0 && size > p.cfg.MaxMessageSize
+	return size > p.maxMessageSize()
+}
+
+// messageCeiling is configs.PollerMessageCeiling (tests lower it).
+var messageCeiling int64 = configs.PollerMessageCeiling
+
+// maxMessageSize is the poller's max_message_size, or the ceiling when it is 0.
+func (p *Poller) maxMessageSize() int64 {
+	if m := p.cfg.MaxMessageSize; m > 0 {
+		return m
+	}
+	return messageCeiling
 }
 
 // deleteDue reports whether a handled message is to be deleted from the server now.

@@ -279,7 +279,7 @@ func (p *Poller) connectOnce(ctx context.Context) (session, error) {
 	addr := net.JoinHostPort(p.cfg.Host, strconv.Itoa(p.cfg.Port))
 	switch p.cfg.Protocol {
 	case "imap":
-		c, err := imap.Dial(ctx, imap.Options{Addr: addr, TLS: p.cfg.TLS, TLSConfig: p.tls, Timeout: p.cfg.Timeout.D(), MaxMessageSize: p.cfg.MaxMessageSize})
+		c, err := imap.Dial(ctx, imap.Options{Addr: addr, TLS: p.cfg.TLS, TLSConfig: p.tls, Timeout: p.cfg.Timeout.D(), MaxMessageSize: p.maxMessageSize()})
 		if err != nil {
 			return nil, fmt.Errorf("imap %s: %w", addr, err)
 		}

@@ -121,11 +121,24 @@ func TestPOP3TooLargeUnderstated(t *testing.T) {
 // once past max_message_size: the cycle ends after about the limit's bytes, not
 // after the server's idle timeout, and nothing is deleted.
 func TestPOP3TooLargeEndless(t *testing.T) {
+	srv, e, p := checkEndlessCut(t, tooLargeLimit)
+	e.wantDelivered("alice@example.com")
+	sent := srv.sent.Load()
+	if st := cycleNoErr(t, p); st.TooLarge != 1 || srv.sent.Load() != sent {
+		t.Errorf("second cycle %+v fetched the message again", st)
+	}
+}
+
+// checkEndlessCut runs a cycle against a server whose RETR never ends, with the
+// poller's max_message_size set to max, and checks that the transfer was cut off near
+// tooLargeLimit: recorded as too large, nothing in the spool, no DELE.
+func checkEndlessCut(t *testing.T, max int64) (*fakePOP3, *env, *Poller) {
+	t.Helper()
 	endless := fakeMsg{uid: "endless", data: message("endless@x"), listSize: 100, endless: true}
 	srv := newFakePOP3(t, func(int) []fakeMsg { return []fakeMsg{endless} })
 	e := newEnv(t, "alice@example.com")
 	pc := srv.config()
-	pc.MaxMessageSize = tooLargeLimit
+	pc.MaxMessageSize = max
 	pc.Timeout = configs.Duration(2 * time.Second) // before the fix: fails in seconds
 	p := e.poller(pc)
 
@@ -138,16 +151,22 @@ func TestPOP3TooLargeEndless(t *testing.T) {
 	} else {
 		t.Logf("server sent %d bytes for a limit of %d", n, tooLargeLimit)
 	}
-	e.wantDelivered("alice@example.com")
 	checkSpoolEmpty(t, p)
 	checkTooLargeEntry(t, e, p, "pop3", "endless")
 	if s := srv.session(1); strings.Contains(s, "DELE") {
 		t.Errorf("session deleted: %s", s)
 	}
-	sent := srv.sent.Load()
-	if st := cycleNoErr(t, p); st.TooLarge != 1 || srv.sent.Load() != sent {
-		t.Errorf("second cycle %+v fetched the message again", st)
-	}
+	return srv, e, p
+}
+
+// With max_message_size not set, a message is still refused past mxdrop's ceiling
+// (configs.PollerMessageCeiling, 1 GiB, lowered here to the tests' limit): an endless
+// RETR cannot fill the disk through the spool.
+func TestPOP3EndlessWithoutLimit(t *testing.T) {
+	old := messageCeiling
+	messageCeiling = tooLargeLimit
+	t.Cleanup(func() { messageCeiling = old })
+	checkEndlessCut(t, 0)
 }
 
 // imapFlags returns the flags of the message uid in INBOX, as another client sees them.
