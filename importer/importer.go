@@ -456,34 +456,28 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		if p, ok := inbox.FindIn(name, msg.Lookup); ok {
 			return found(p)
 		}
+		// The Maildirs the interrupted attempt may have delivered into.
+		mds := []Maildir{inbox}
+		if sv != nil {
+			if junk, err := inbox.Folder(im.spamFolder()); err == nil {
+				mds = append(mds, junk)
+			}
+		}
 		if !quota.IsZero() {
 			// Quota deliveries are named name,S=<size> in new/ too, in the inbox or,
 			// when the interrupted attempt judged it spam, in the spam folder.
-			if p, ok := scanFor(filepath.Join(string(inbox), "new"), name); ok {
-				return found(p)
-			}
-			if sv != nil {
-				if junk, err := inbox.Folder(im.spamFolder()); err == nil {
-					if p, ok := scanFor(filepath.Join(string(junk), "new"), name); ok {
-						return found(p)
-					}
-				}
-			}
-		}
-		if sv != nil {
-			if junk, err := inbox.Folder(im.spamFolder()); err == nil {
-				if p, ok := junk.FindIn(name, msg.Lookup); ok {
+			for _, md := range mds {
+				if p, ok := scanFor(filepath.Join(string(md), "new"), name); ok {
 					return found(p)
 				}
 			}
 		}
-		if msg.Path != "" && alone {
-			mds := []Maildir{inbox}
-			if sv != nil {
-				if junk, err := inbox.Folder(im.spamFolder()); err == nil {
-					mds = append(mds, junk)
-				}
+		for _, md := range mds[1:] {
+			if p, ok := md.FindIn(name, msg.Lookup); ok {
+				return found(p)
 			}
+		}
+		if msg.Path != "" && alone {
 			if p, ok := linkedCopy(msg.Path, mds...); ok {
 				return found(p)
 			}

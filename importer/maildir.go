@@ -103,6 +103,15 @@ func (m Maildir) FindIn(name string, lk *Lookup) (string, bool) {
 // scanFor looks for a file of dir delivered as name (see deliveryBase), reading dir in
 // chunks.
 func scanFor(dir, name string) (string, bool) {
+	return findEntry(dir, func(n string) bool {
+		base, ok := deliveryBase(n)
+		return ok && base == name
+	})
+}
+
+// findEntry returns the path of the first entry of dir whose name match accepts,
+// reading dir in chunks so that a large folder is never listed whole.
+func findEntry(dir string, match func(name string) bool) (string, bool) {
 	d, err := os.Open(dir)
 	if err != nil {
 		return "", false
@@ -111,7 +120,7 @@ func scanFor(dir, name string) (string, bool) {
 	for {
 		names, err := d.Readdirnames(1024)
 		for _, n := range names {
-			if base, ok := deliveryBase(n); ok && base == name {
+			if match(n) {
 				return filepath.Join(dir, n), true
 			}
 		}
@@ -137,26 +146,16 @@ func linkedCopy(src string, mds ...Maildir) (string, bool) {
 	for _, md := range mds {
 		for _, sub := range []string{"new", "cur"} {
 			dir := filepath.Join(string(md), sub)
-			d, err := os.Open(dir)
-			if err != nil {
-				continue
-			}
-			for {
-				names, err := d.Readdirnames(1024)
-				for _, n := range names {
-					if !strings.Contains(n, ".mxdrop") {
-						continue
-					}
-					if li, lerr := os.Lstat(filepath.Join(dir, n)); lerr == nil && os.SameFile(fi, li) {
-						d.Close()
-						return filepath.Join(dir, n), true
-					}
+			p, ok := findEntry(dir, func(n string) bool {
+				if !strings.Contains(n, ".mxdrop") {
+					return false
 				}
-				if err != nil {
-					break
-				}
+				li, err := os.Lstat(filepath.Join(dir, n))
+				return err == nil && os.SameFile(fi, li)
+			})
+			if ok {
+				return p, true
 			}
-			d.Close()
 		}
 	}
 	return "", false
