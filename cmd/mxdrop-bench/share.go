@@ -38,7 +38,9 @@ func (b *bench) shareLatency(rate, backlog, runs int, idle time.Duration) error 
 	}
 	var p50s, p99s []time.Duration
 	for r := 0; r < max(runs, 1); r++ {
-		emptyDir(filepath.Join(maildir, "new"))
+		if err := setAside(filepath.Join(maildir, "new")); err != nil {
+			return err
+		}
 		// The daemon watches the mount; the messages are renamed in on the backing side.
 		p50, p99, err := b.measureLatency(cfg, backing, maildir, rate)
 		if err != nil {
