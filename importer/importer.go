@@ -506,7 +506,7 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 			var p string
 			var err error
 			if quota.IsZero() {
-				p, err = md.Link(name, msg.Path, msg.Size, msg.Batch, msg.Recovered)
+				p, err = md.Link(name, msg.Path, msg.Size, msg.Batch)
 			} else {
 				p, err = md.LinkQuota(inbox, name, msg.Path, msg.Size, msg.Batch, quota)
 			}

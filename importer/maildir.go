@@ -248,18 +248,12 @@ func (m Maildir) Deliver(name string, write durable.WriteFunc, batch *durable.Ba
 }
 
 // Link is Deliver for a copy that is the file src of size bytes (size < 0: any) as it
-// is: src is hard linked to new/name instead of written (durable.Batch.Link), and new/
-// fsynced or left to batch. With recovered set, a leftover tmp/name of an interrupted
-// attempt is removed first. Any error means nothing was delivered and a written copy
-// may be tried instead.
-func (m Maildir) Link(name, src string, size int64, batch *durable.Batch, recovered bool) (string, error) {
-	tmpDir, newDir := filepath.Join(string(m), "tmp"), filepath.Join(string(m), "new")
-	if recovered {
-		// A link into tmp/ (a quota delivery, or no /proc) killed before its rename:
-		// only a name, the message is delivered below.
-		os.Remove(filepath.Join(tmpDir, name))
-	}
-	if err := batch.Link(src, size, tmpDir, name, newDir, name); err != nil {
+// is: src is hard linked into tmp/name instead of written (durable.LinkTemp), renamed to
+// new/name, and new/ fsynced or left to batch. Any error means nothing was delivered
+// and a written copy may be tried instead.
+func (m Maildir) Link(name, src string, size int64, batch *durable.Batch) (string, error) {
+	newDir := filepath.Join(string(m), "new")
+	if err := batch.Link(src, size, filepath.Join(string(m), "tmp"), name, newDir, name); err != nil {
 		return "", err
 	}
 	return filepath.Join(newDir, name), nil

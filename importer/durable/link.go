@@ -5,11 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // ErrNotLinkable wraps the reasons LinkTemp refuses a file before trying a link: the
@@ -41,21 +37,20 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //     the claim set it), which fdatasync leaves alone and fsync would write.
 //   - link(2) (new directory entry and the inode's link count) and rename(2) are
 //     metadata operations that ext4 and XFS journal, each as one transaction, in the
-//     order they were made. The folder fsync after the rename (or after the link, for a
-//     name linked straight into its folder by Batch.Link) commits the running
-//     transaction (ext4, jbd2) or forces the log up to it (XFS), and with it every
-//     earlier transaction, the link's included. So the name in new/ is durable with a
-//     link count that counts it, and a crash before that fsync leaves the name in tmp/
-//     or new/ or neither.
+//     order they were made. The folder fsync after the rename commits the running
+//     transaction (ext4, jbd2) or forces the log up to the rename (XFS), and with it
+//     every earlier transaction, the link's included. So the name in new/ is durable
+//     with a link count that counts it, and a crash before that fsync leaves the name
+//     in tmp/ or new/ or neither.
 //   - Without a journal (ext2, ext4 without has_journal) the folder fsync writes the
 //     folder's blocks but not the linked inode's new link count, so after a crash the
 //     inode may count fewer names than point to it. Such a file system is marked not
 //     clean while mounted, and e2fsck, which runs at the next boot because of it,
 //     recounts every inode's names from the folders (its pass 4) before anything can
 //     remove the drop file's name and free an inode still named in new/.
-//   - With a Batch the data sync comes after the name in new/, so that the copy is
-//     visible without waiting for the disk (the latency of a drop file is its claim,
-//     its header and its link). A copy written by mxdrop is never visible before
+//   - With a Batch the data sync comes after the rename, so that the copy is visible
+//     without waiting for the disk (the latency of a drop file is its claim, its header
+//     and two directory operations). A copy written by mxdrop is never visible before
 //     its data is durable (WriteTemp); a linked one is the drop file itself: until the
 //     sync a power loss can take the same bytes from its delivered name and from its
 //     claimed name, and the claim, not acknowledged yet, is imported again at the next
@@ -75,15 +70,22 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 // The file is shared, not copied: whoever holds src must never write it again (it may
 // remove it or rename it away, which leaves the delivered name alone).
 func LinkTemp(src, tmp string, size int64, b *Batch) (err error) {
-	f, fi, err := openLinkable(src, size)
+	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("open file to link: %w", err)
 	}
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat file to link: %w", err)
+	}
+	if err := linkable(fi, size); err != nil {
+		return err
+	}
 	if b == nil {
 		// No batch: durable before the second name exists.
 		if err := syncData(f); err != nil {
@@ -123,26 +125,6 @@ func LinkTemp(src, tmp string, size int64, b *Batch) (err error) {
 	return nil
 }
 
-// openLinkable opens src for reading, without following a symbolic link, and checks
-// that it may be linked (linkable).
-func openLinkable(src string, size int64) (*os.File, os.FileInfo, error) {
-	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open file to link: %w", err)
-	}
-	fi, err := f.Stat()
-	if err == nil {
-		err = linkable(fi, size)
-	} else {
-		err = fmt.Errorf("stat file to link: %w", err)
-	}
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	return f, fi, nil
-}
-
 // linkable says why the file fi (of size bytes when size >= 0) may not get a second
 // name in a Maildir, or nil.
 func linkable(fi os.FileInfo, size int64) error {
@@ -168,40 +150,11 @@ func linkable(fi os.FileInfo, size int64) error {
 	return nil
 }
 
-// Link is WriteFile for a file that exists already: dir/name becomes a second name of
-// the file src of size bytes (size < 0: any), and src's content and the new name become
-// durable, at once with a nil b, else at b.Sync (see LinkTemp for what src must be and
-// why the sequence is enough). Any error means nothing was delivered and the caller may
-// write a copy instead.
-//
-// The name is made by link(2) straight into dir, not in tmpDir and renamed. Maildir's
-// tmp/ is there so that a reader never sees a file in new/ before it is complete; a
-// link gives a name to a file that is complete already (the claimed file is never
-// written again), all at once, so a reader sees the whole message or nothing, as after a
-// rename. It spares one rename across folders per message, and Linux serialises those
-// for a whole file system (s_vfs_rename_mutex, Documentation/filesystems/
-// directory-locking.rst): under load every import of the file system queued behind
-// it. The open descriptor is linked (linkat(2) of /proc/self/fd/N with
-// AT_SYMLINK_FOLLOW, as open(2) shows for O_TMPFILE), so the name is given to the very
-// file that was checked, and a file whose last name went meanwhile is not brought back
-// (ENOENT). Where /proc is not mounted, or dir/name exists already (a leftover, which is
-// replaced), the link goes through tmpDir/tmpName and a rename as for a written copy.
-// A crash leaves the name in dir or nowhere; a leftover tmpDir/tmpName of an earlier
-// attempt is the caller's to remove.
+// Link is WriteFile for a file that exists already: LinkTemp(src, tmpDir/tmpName,
+// size, b), then rename to dir/name and fsync dir (or, with a non-nil b, leave the
+// data sync and the folder fsync to Sync). Any error means nothing was delivered and
+// the caller may write a copy instead; see LinkTemp.
 func (b *Batch) Link(src string, size int64, tmpDir, tmpName, dir, name string) error {
-	if procFD() {
-		f, _, err := openLinkable(src, size)
-		if err != nil {
-			return err
-		}
-		err = b.linkFile(f, filepath.Join(dir, name))
-		if err == nil {
-			return b.SyncDir(dir)
-		}
-		if !errors.Is(err, os.ErrExist) {
-			return err
-		}
-	}
 	tmp := filepath.Join(tmpDir, tmpName)
 	if err := LinkTemp(src, tmp, size, b); err != nil {
 		return err
@@ -212,45 +165,3 @@ func (b *Batch) Link(src string, size int64, tmpDir, tmpName, dir, name string) 
 	}
 	return b.SyncDir(dir)
 }
-
-// linkFile names the open file f dst, and syncs its data at once with a nil b, or
-// leaves f to b.Sync. f is closed or kept by b in any case.
-func (b *Batch) linkFile(f *os.File, dst string) error {
-	if b == nil {
-		defer f.Close()
-		// No batch: durable before the second name exists.
-		if err := syncData(f); err != nil {
-			return fmt.Errorf("fdatasync: %w", err)
-		}
-	}
-	var err error
-	if cerr := controlFD(f, func(fd uintptr) {
-		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(fd)), unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
-	}); cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		if b != nil {
-			f.Close()
-		}
-		return &os.LinkError{Op: "link", Old: f.Name(), New: dst, Err: err}
-	}
-	if b != nil {
-		b.keep(f)
-	}
-	return nil
-}
-
-func controlFD(f *os.File, fn func(fd uintptr)) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	return rc.Control(fn)
-}
-
-// procFD reports whether open files can be linked by their /proc/self/fd name.
-var procFD = sync.OnceValue(func() bool {
-	fi, err := os.Stat("/proc/self/fd")
-	return err == nil && fi.IsDir()
-})

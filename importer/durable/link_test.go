@@ -31,127 +31,57 @@ func maildir(t *testing.T, dir string) {
 	}
 }
 
-// bothWays runs f with links made straight into the folder from the open file
-// (/proc/self/fd) and, as where /proc is not mounted, through tmp/ and a rename.
-func bothWays(t *testing.T, f func(t *testing.T)) {
-	for _, viaProc := range []bool{true, false} {
-		t.Run(map[bool]string{true: "proc", false: "no proc"}[viaProc], func(t *testing.T) {
-			if viaProc && !procFD() {
-				testenv.Unavailable(t, "no /proc/self/fd")
-			}
-			saved := procFD
-			procFD = func() bool { return viaProc }
-			t.Cleanup(func() { procFD = saved })
-			f(t)
-		})
-	}
-}
-
-// TestLink: the delivered name is the source's inode, nothing is left in tmp/, and the
-// folder is left to the batch.
+// TestLink: the delivered name is the source's inode, the temporary name is gone, and
+// the folder is left to the batch.
 func TestLink(t *testing.T) {
-	bothWays(t, func(t *testing.T) {
-		dir := t.TempDir()
-		maildir(t, dir)
-		src := filepath.Join(dir, "claim")
-		if err := os.WriteFile(src, []byte("hello"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		syncs := countSyncs(t)
-		var b Batch
-		newDir := filepath.Join(dir, "new")
-		if err := b.Link(src, 5, filepath.Join(dir, "tmp"), "n", newDir, "n"); err != nil {
-			t.Fatal(err)
-		}
-		a, _ := os.Stat(src)
-		d, err := os.Stat(filepath.Join(newDir, "n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !os.SameFile(a, d) || nlink(t, src) != 2 {
-			t.Errorf("new/n is not a second name of the source (same file %v, %d links)", os.SameFile(a, d), nlink(t, src))
-		}
-		if es, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(es) != 0 {
-			t.Errorf("tmp/ holds %v", es)
-		}
-		if n := syncs(); len(n) != 0 || len(b.Pending()) != 1 || b.Pending()[0] != newDir {
-			t.Errorf("synced %v, pending %v: want the folder left to the batch", n, b.Pending())
-		}
-		// The source may go away: the delivery stays.
-		if err := os.Remove(src); err != nil {
-			t.Fatal(err)
-		}
-		if got, _ := os.ReadFile(filepath.Join(newDir, "n")); string(got) != "hello" {
-			t.Errorf("after the source is removed new/n holds %q", got)
-		}
-	})
-}
-
-// TestLinkStraightIntoFolder: where /proc is mounted the name is made in the folder
-// itself, never in tmp/ (here there is no tmp/ to use), and a source removed meanwhile
-// is not brought back.
-func TestLinkStraightIntoFolder(t *testing.T) {
-	if !procFD() {
-		testenv.Unavailable(t, "no /proc/self/fd")
-	}
 	dir := t.TempDir()
-	newDir := filepath.Join(dir, "new")
-	os.Mkdir(newDir, 0o700)
+	maildir(t, dir)
 	src := filepath.Join(dir, "claim")
-	os.WriteFile(src, []byte("hello"), 0o600)
+	if err := os.WriteFile(src, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syncs := countSyncs(t)
 	var b Batch
-	defer b.Close()
+	newDir := filepath.Join(dir, "new")
 	if err := b.Link(src, 5, filepath.Join(dir, "tmp"), "n", newDir, "n"); err != nil {
-		t.Fatalf("link without tmp/: %v", err)
+		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(newDir, "n")); string(got) != "hello" {
-		t.Errorf("new/n holds %q", got)
-	}
-
-	// The file's only name goes between the open and the link: linkat(2) of a file
-	// with no name left fails (ENOENT) rather than give it one again.
-	gone := filepath.Join(dir, "gone")
-	os.WriteFile(gone, []byte("x"), 0o600)
-	f, _, err := openLinkable(gone, 1)
+	a, _ := os.Stat(src)
+	d, err := os.Stat(filepath.Join(newDir, "n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(gone)
-	if err := b.linkFile(f, filepath.Join(newDir, "g")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("link of a removed file: %v, want ENOENT", err)
+	if !os.SameFile(a, d) || nlink(t, src) != 2 {
+		t.Errorf("new/n is not a second name of the source (same file %v, %d links)", os.SameFile(a, d), nlink(t, src))
 	}
-	if _, err := os.Lstat(filepath.Join(newDir, "g")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a removed file got a name in new/: %v", err)
+	if es, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(es) != 0 {
+		t.Errorf("tmp/ holds %v", es)
+	}
+	if n := syncs(); len(n) != 0 || len(b.Pending()) != 1 || b.Pending()[0] != newDir {
+		t.Errorf("synced %v, pending %v: want the folder left to the batch", n, b.Pending())
+	}
+	// The source may go away: the delivery stays.
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(newDir, "n")); string(got) != "hello" {
+		t.Errorf("after the source is removed new/n holds %q", got)
 	}
 }
 
-// A name of the delivery that exists already (a leftover of an interrupted attempt) is
-// replaced, as a written copy replaces it; so is a leftover of a link into tmp/.
+// A leftover of an interrupted link (same temporary name) is replaced.
 func TestLinkReplacesLeftover(t *testing.T) {
-	bothWays(t, func(t *testing.T) {
-		for _, b := range []*Batch{nil, {}} {
-			dir := t.TempDir()
-			maildir(t, dir)
-			src := filepath.Join(dir, "claim")
-			os.WriteFile(src, []byte("whole"), 0o600)
-			os.WriteFile(filepath.Join(dir, "tmp", "n"), []byte("half"), 0o600)
-			os.WriteFile(filepath.Join(dir, "new", "n"), []byte("old"), 0o600)
-			if err := b.Link(src, -1, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n"); err != nil {
-				t.Fatal(err)
-			}
-			if b != nil {
-				if err := b.Sync(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if got, _ := os.ReadFile(filepath.Join(dir, "new", "n")); string(got) != "whole" {
-				t.Errorf("batch %v: new/n holds %q", b != nil, got)
-			}
-			if n := nlink(t, src); n != 2 {
-				t.Errorf("batch %v: the source has %d names, want 2", b != nil, n)
-			}
-		}
-	})
+	dir := t.TempDir()
+	maildir(t, dir)
+	src := filepath.Join(dir, "claim")
+	os.WriteFile(src, []byte("whole"), 0o600)
+	os.WriteFile(filepath.Join(dir, "tmp", "n"), []byte("half"), 0o600)
+	if err := (*Batch)(nil).Link(src, -1, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "new", "n")); string(got) != "whole" {
+		t.Errorf("new/n holds %q", got)
+	}
 }
 
 // LinkTemp refuses what a link would deliver wrongly or expose, and leaves nothing.
@@ -239,9 +169,7 @@ func TestLinkAcrossFileSystems(t *testing.T) {
 // name exists; with a batch the copy is in new/ first and its data is synced by Sync,
 // before the folder, and Close gives up what Sync did not do. A found delivery's data
 // (SyncData) is synced by Sync too.
-func TestLinkDataSync(t *testing.T) { bothWays(t, linkDataSync) }
-
-func linkDataSync(t *testing.T) {
+func TestLinkDataSync(t *testing.T) {
 	dir := t.TempDir()
 	maildir(t, dir)
 	newDir, tmpDir := filepath.Join(dir, "new"), filepath.Join(dir, "tmp")
