@@ -69,18 +69,34 @@ func TestLink(t *testing.T) {
 	}
 }
 
-// A leftover of an interrupted link (same temporary name) is replaced.
+// A leftover of an interrupted link (same temporary name) is replaced, and so is a
+// delivered name that exists already, with or without a batch: the source ends with
+// exactly two names, tmp/ with none.
 func TestLinkReplacesLeftover(t *testing.T) {
-	dir := t.TempDir()
-	maildir(t, dir)
-	src := filepath.Join(dir, "claim")
-	os.WriteFile(src, []byte("whole"), 0o600)
-	os.WriteFile(filepath.Join(dir, "tmp", "n"), []byte("half"), 0o600)
-	if err := (*Batch)(nil).Link(src, -1, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n"); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(filepath.Join(dir, "new", "n")); string(got) != "whole" {
-		t.Errorf("new/n holds %q", got)
+	for _, b := range []*Batch{nil, {}} {
+		dir := t.TempDir()
+		maildir(t, dir)
+		src := filepath.Join(dir, "claim")
+		os.WriteFile(src, []byte("whole"), 0o600)
+		os.WriteFile(filepath.Join(dir, "tmp", "n"), []byte("half"), 0o600)
+		os.WriteFile(filepath.Join(dir, "new", "n"), []byte("old"), 0o600)
+		if err := b.Link(src, -1, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n"); err != nil {
+			t.Fatal(err)
+		}
+		if b != nil {
+			if err := b.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, _ := os.ReadFile(filepath.Join(dir, "new", "n")); string(got) != "whole" {
+			t.Errorf("batch %v: new/n holds %q", b != nil, got)
+		}
+		if n := nlink(t, src); n != 2 {
+			t.Errorf("batch %v: the source has %d names, want 2", b != nil, n)
+		}
+		if es, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(es) != 0 {
+			t.Errorf("batch %v: tmp/ holds %v", b != nil, es)
+		}
 	}
 }
 
