@@ -66,6 +66,9 @@ func (b *bench) latency(rate, backlog, runs int) error {
 	if err != nil {
 		return err
 	}
+	if err := b.createCost(1000); err != nil {
+		return err
+	}
 	var p50s, p99s []time.Duration
 	for r := 0; r < max(runs, 1); r++ {
 		// A new new/ for each run, the used one renamed aside, and the file system
@@ -144,6 +147,27 @@ func setAside(dir string) error {
 		}
 	}
 	return os.Mkdir(dir, 0o700)
+}
+
+// createCost creates n empty files in a folder of its own (left in place: removing
+// them would slow what follows) and prints the time each took. Where removals in the
+// last minutes slow the inode allocator (setAside), this shows it: about 20 µs each on
+// a disk in its usual state here, 180 µs after a large removal.
+func (b *bench) createCost(n int) error {
+	dir, err := os.MkdirTemp(b.dir, "creates-")
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(i)), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+	fmt.Printf("file creation on this disk: %v each (%d files)\n", (time.Since(start) / time.Duration(n)).Round(time.Microsecond), n)
+	return nil
 }
 
 // prepareBacklog sets new/ aside, fills the drop folder with n settled files, and returns
