@@ -46,6 +46,9 @@ type fakeMsg struct {
 	// fakeEndlessCap bytes in all, then nothing until the client leaves): never the
 	// terminating dot.
 	endless bool
+	// trickle makes RETR send data and then a short line every trickleEvery until the
+	// client leaves (or for 20 lines): never the terminating dot.
+	trickle time.Duration
 }
 
 // fakeEndlessCap bounds what an endless RETR sends, so that a poller that does not
@@ -179,6 +182,18 @@ func (f *fakePOP3) serve(c net.Conn, n int) {
 			if m.endless {
 				lines(m.data)
 				f.endless(w, r)
+				return
+			}
+			if m.trickle > 0 {
+				lines(m.data)
+				w.Flush()
+				for i := 0; i < 20; i++ {
+					time.Sleep(m.trickle)
+					if _, err := c.Write([]byte("x\r\n")); err != nil {
+						return // cut off
+					}
+				}
+				f.t.Error("fake POP3: the client took the whole trickled message")
 				return
 			}
 			multi(m.data)

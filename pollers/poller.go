@@ -22,6 +22,7 @@ import (
 	"github.com/mxdrop/mxdrop/importer/intake"
 	"github.com/mxdrop/mxdrop/importer/quarantine"
 	"github.com/mxdrop/mxdrop/pollers/imap"
+	"github.com/mxdrop/mxdrop/pollers/pace"
 	"github.com/mxdrop/mxdrop/pollers/pop3"
 )
 
@@ -378,6 +379,11 @@ func (p *Poller) logCycle(st CycleStats, err error) {
 	case replyTooLarge(err):
 		// The session ended; nothing was deleted on the strength of the reply.
 		ev = p.log.Error().Err(err).Str("reason", "server_reply_too_large").Str("host", p.cfg.Host)
+		msg = "cycle failed"
+	case errors.As(err, new(*pace.SlowError)):
+		// A message came slower than pace.MinRate: the session ended; the message
+		// stays on the server and is fetched again next cycle.
+		ev = p.log.Error().Err(err).Str("reason", "server_too_slow").Str("host", p.cfg.Host)
 		msg = "cycle failed"
 	case err != nil:
 		ev = p.log.Error().Err(err)

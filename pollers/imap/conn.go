@@ -1,10 +1,14 @@
 package imap
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"github.com/mxdrop/mxdrop/pollers/pace"
 )
 
 // timeoutConn turns the connection's deadlines into an inactivity timeout, and bounds
@@ -27,18 +31,26 @@ import (
 // with an error, whatever it was decoding. The budget counts bytes as they come from
 // the socket, below TLS.
 //
+// Pace: while message bodies are fetched (startPace, until the next command's budget)
+// the read deadline is also bounded by a pace.Clock, so a server that sends them
+// slower than pace.MinRate on average is cut off with a *pace.SlowError, which is
+// sticky like a *LimitError and closes the connection, instead of holding the session
+// for as long as a byte before each timeout lasts.
+//
 // The library's reader goroutine reads while the Client's goroutine sets budgets:
 // everything here is guarded by mu.
 type timeoutConn struct {
 	net.Conn
 	timeout time.Duration
 
-	mu   sync.Mutex // guards everything below; orders the idle flag with its read deadline
-	idle bool
-	what string      // the command the budget is for, for the error
-	set  int64       // the budget as set, for the error
-	left int64       // bytes the server may still send
-	over *LimitError // once the budget is exceeded (or trip is called): sticky
+	mu    sync.Mutex // guards everything below; orders the idle flag with its read deadline
+	idle  bool
+	what  string      // the command the budget is for, for the error
+	set   int64       // the budget as set, for the error
+	left  int64       // bytes the server may still send
+	over  *LimitError // once the budget is exceeded (or trip is called): sticky
+	clock *pace.Clock // non-nil while message bodies are read
+	slow  *pace.SlowError
 }
 
 func newTimeoutConn(c net.Conn, timeout time.Duration, what string, budget int64) *timeoutConn {
@@ -51,10 +63,19 @@ func (c *timeoutConn) Read(b []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, c.over
 	}
+	if c.slow != nil {
+		c.mu.Unlock()
+		return 0, c.slow
+	}
+	clock, budget := c.clock, false
 	if c.idle {
 		c.Conn.SetReadDeadline(time.Time{})
 	} else {
-		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+		wait := c.timeout
+		if clock != nil {
+			wait, budget = clock.Wait()
+		}
+		c.Conn.SetReadDeadline(time.Now().Add(wait))
 	}
 	// Never read more than the budget allows; with nothing left, a Read still waits
 	// (for a reply to the next command, whose budget may be set meanwhile) but takes
@@ -63,9 +84,20 @@ func (c *timeoutConn) Read(b []byte) (int, error) {
 		b = b[:max(c.left, 1)]
 	}
 	c.mu.Unlock()
+	start := time.Now()
 	n, err := c.Conn.Read(b)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if clock != nil && clock == c.clock {
+		clock.Read(time.Since(start), n)
+		if budget && errors.Is(err, os.ErrDeadlineExceeded) && c.slow == nil {
+			c.slow = &pace.SlowError{Timeout: c.timeout, Err: err}
+			c.Conn.Close()
+		}
+	}
+	if c.slow != nil {
+		return 0, c.slow
+	}
 	c.left -= int64(n)
 	if c.left < 0 {
 		c.tripLocked(&LimitError{What: c.what, Limit: c.set, Unit: "bytes"})
@@ -108,8 +140,27 @@ func (c *timeoutConn) setBudget(what string, n int64) error {
 	if c.over != nil {
 		return c.over
 	}
+	if c.slow != nil {
+		return c.slow
+	}
 	c.what, c.set, c.left = what, n, n
+	c.clock = nil
 	return nil
+}
+
+// startPace bounds the reads of the current command's reply by a pace.Clock, until
+// the next setBudget: for message bodies.
+func (c *timeoutConn) startPace() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clock = pace.New(c.timeout)
+}
+
+// slowErr returns the recorded *pace.SlowError, or nil.
+func (c *timeoutConn) slowErr() *pace.SlowError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.slow
 }
 
 // grow adds n bytes to the current budget: a message body about to be streamed.

@@ -187,6 +187,9 @@ func (c *Client) fail(err error) error {
 	if le := c.conn.limitErr(); le != nil {
 		return le
 	}
+	if se := c.conn.slowErr(); se != nil {
+		return se
+	}
 	return err
 }
 
@@ -487,6 +490,7 @@ func (c *Client) FetchBodies(uids []uint32, open func(seq, uid uint32, size int6
 	if err := c.conn.setBudget("uid fetch bodies", listBudget(perUIDInfo, len(uids))); err != nil {
 		return err
 	}
+	c.conn.startPace()
 	cmd := c.c.Fetch(uidSet(uids), &goimap.FetchOptions{
 		UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}},
 	})
@@ -522,7 +526,7 @@ func (c *Client) FetchBodies(uids []uint32, open func(seq, uid uint32, size int6
 				}
 				c.conn.grow(size)
 				if n, err = c.readLiteral(w, it.Literal); err != nil {
-					return fmt.Errorf("message body: %w", err)
+					return fmt.Errorf("message body: %w", c.fail(err))
 				}
 				got = true
 			}

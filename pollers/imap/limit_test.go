@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxdrop/mxdrop/pollers/pace"
 )
 
 // hostileServer speaks just enough IMAP4rev1 for the Client: a greeting with caps,
@@ -259,5 +261,47 @@ func TestReplyTooLarge(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFetchBodyTrickle: a server that sends a message body a few bytes at a time, each
+// just before the idle timeout would end the read, is cut off once it has fallen behind
+// pace.MinRate for about the timeout, with a *pace.SlowError, not after the whole
+// literal; the connection is unusable after it (nothing can be flagged). Other replies keep the plain idle
+// timeout: the LOGIN, SELECT and NOOP answers come at once anyway.
+func TestFetchBodyTrickle(t *testing.T) {
+	const timeout = time.Second
+	srv := newHostileServer(t, "IMAP4rev1", func(w io.Writer, tag, cmd string) {
+		if _, err := io.WriteString(w, "* 1 FETCH (UID 1 BODY[] {1000}\r\nSubject: slow\r\n\r\n"); err != nil {
+			return
+		}
+		for i := 0; i < 15; i++ { // 9 seconds in all; the client leaves long before
+			time.Sleep(timeout * 6 / 10)
+			if _, err := io.WriteString(w, "x\r\n"); err != nil {
+				return // cut off
+			}
+		}
+		t.Error("hostile server: the client took the whole trickled body")
+	})
+	c := dial(t, srv.addr, timeout)
+	if err := c.Login("user", "secret"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := c.FetchBodies([]uint32{1},
+		func(uint32, uint32, int64) (io.Writer, error) { return io.Discard, nil },
+		func(uint32, uint32, int64) error { return nil })
+	var slow *pace.SlowError
+	if !errors.As(err, &slow) {
+		t.Fatalf("trickled body: %v, want a *pace.SlowError", err)
+	}
+	if d := time.Since(start); d > 5*timeout {
+		t.Errorf("cut off after %v, want within a few idle timeouts", d)
+	}
+	if err := c.FlagDeleted([]uint32{1}); !errors.As(err, &slow) {
+		t.Errorf("flagging after the cut: %v, want the same *pace.SlowError", err)
 	}
 }

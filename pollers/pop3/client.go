@@ -82,7 +82,8 @@ type Options struct {
 // broke; after such an error every method fails and only Close is left to call.
 type Client struct {
 	raw      net.Conn // TCP
-	conn     net.Conn // raw with idle deadlines, or TLS on top of that
+	idle     *idleConn
+	conn     net.Conn // idle (raw with deadlines), or TLS on top of that
 	text     *textproto.Reader
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -126,8 +127,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pop3: dial: %w", err)
 	}
-	c := &Client{raw: raw}
-	c.setConn(&idleConn{Conn: raw, timeout: timeout})
+	c := &Client{raw: raw, idle: &idleConn{Conn: raw, timeout: timeout}}
+	c.setConn(c.idle)
 	// Cancelling ctx closes the connection, which unblocks whatever Dial is waiting for.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	err = c.handshake(ctx, opts.TLS, tlsConfig)

@@ -17,17 +17,36 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
+
+	"github.com/mxdrop/mxdrop/pollers/pace"
 )
 
 // dial connects to a fake server with a short idle timeout.
 func dial(t *testing.T, addr string) *Client {
 	t.Helper()
-	c, err := Dial(context.Background(), Options{Addr: addr, Timeout: 5 * time.Second})
+	return dialTimeout(t, addr, 5*time.Second)
+}
+
+// dialTimeout connects to a fake server with the idle timeout given.
+func dialTimeout(t *testing.T, addr string, timeout time.Duration) *Client {
+	t.Helper()
+	c, err := Dial(context.Background(), Options{Addr: addr, Timeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// retr1 logs in and starts reading message 1.
+func retr1(t *testing.T, c *Client) io.ReadCloser {
+	t.Helper()
+	login(t, c)
+	r, err := c.Retr(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func login(t *testing.T, c *Client) {
@@ -241,9 +260,12 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// A message may take longer than the idle timeout as a whole, as long as no read waits
+// that long and it comes faster than pace.MinRate on average.
 func TestIdleTimeoutIsNotTotal(t *testing.T) {
 	// Generous numbers: the test must hold on a loaded machine.
 	const timeout = time.Second
+	line := strings.Repeat("x", 500) // 2 KB/s at a line each quarter second
 	addr := fake(t, func(p *peer) {
 		p.loggedIn()
 		p.expect("RETR 1")
@@ -251,7 +273,7 @@ func TestIdleTimeoutIsNotTotal(t *testing.T) {
 		// Lines a quarter of the timeout apart: the whole takes half as long again as the
 		// timeout, but no read waits long.
 		for i := 0; i < 7; i++ {
-			p.send("line")
+			p.send(line)
 			time.Sleep(timeout / 4)
 		}
 		p.send(".")
@@ -259,26 +281,53 @@ func TestIdleTimeoutIsNotTotal(t *testing.T) {
 		p.send("+OK", "first line")
 		p.line() // stall mid-message until the client gives up and closes
 	})
-	c, err := Dial(context.Background(), Options{Addr: addr, Timeout: timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	login(t, c)
-	r, err := c.Retr(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := io.ReadAll(r); err != nil || string(b) != strings.Repeat("line\n", 7) {
+	c := dialTimeout(t, addr, timeout)
+	r := retr1(t, c)
+	if b, err := io.ReadAll(r); err != nil || string(b) != strings.Repeat(line+"\n", 7) {
 		t.Fatalf("slow message: %q, %v", b, err)
 	}
-	r, err = c.Retr(2)
+	r, err := c.Retr(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, err := io.ReadAll(r)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("stalled message: %q, %v; want a deadline error", b, err)
+	}
+}
+
+// TestTrickleIsCutOff: a server that sends a message a short line at a time, each just
+// before the idle timeout would end the read, is cut off once it has fallen behind
+// pace.MinRate for about the timeout, with a *pace.SlowError (still a timeout error),
+// not after the whole message; the connection is unusable after it.
+func TestTrickleIsCutOff(t *testing.T) {
+	const timeout = time.Second
+	addr := fake(t, func(p *peer) {
+		p.loggedIn()
+		p.expect("RETR 1")
+		p.send("+OK", "Subject: slow", "")
+		for i := 0; i < 15; i++ { // 9 seconds in all; the client leaves long before
+			if _, err := p.conn.Write([]byte("x\r\n")); err != nil {
+				return // cut off
+			}
+			time.Sleep(timeout * 6 / 10)
+		}
+		p.t.Error("fake server: the client took the whole trickled message")
+	})
+	c := dialTimeout(t, addr, timeout)
+	r := retr1(t, c)
+	start := time.Now()
+	b, err := io.ReadAll(r)
+	var slow *pace.SlowError
+	if !errors.As(err, &slow) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("trickled message: %d bytes, %v; want a *pace.SlowError wrapping the deadline", len(b), err)
+	}
+	// The budget of 1s drains by about 0.6s a line: the third or fourth wait fails.
+	if d := time.Since(start); d > 5*timeout {
+		t.Errorf("cut off after %v, want within a few idle timeouts", d)
+	}
+	if err := c.Noop(); err == nil {
+		t.Error("NOOP after the cut succeeded")
 	}
 }
 

@@ -40,8 +40,7 @@ func (c *Client) RetrAll(nums []int, fn func(i int, r io.Reader, refused *Error)
 			}
 			return nil
 		}
-		m := &messageReader{c: c, verb: "RETR", dot: c.text.DotReader()}
-		c.msg = m
+		m := c.newMessage("RETR")
 		if fnErr == nil {
 			fnErr = fn(i, m, nil)
 		}

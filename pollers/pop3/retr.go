@@ -36,9 +36,16 @@ func (c *Client) openMessage(verb string, args ...string) (io.ReadCloser, error)
 	if _, err := c.cmd(verb, args...); err != nil {
 		return nil, err
 	}
+	return c.newMessage(verb), nil
+}
+
+// newMessage starts reading a message reply whose status line has been read: the
+// connection is paced until the reply ends (release).
+func (c *Client) newMessage(verb string) *messageReader {
 	m := &messageReader{c: c, verb: verb, dot: c.text.DotReader()}
 	c.msg = m
-	return m, nil
+	c.idle.startPace()
+	return m
 }
 
 // messageReader reads one multi-line message reply.
@@ -78,6 +85,7 @@ func (m *messageReader) read(p []byte) (int, error) {
 func (m *messageReader) release() {
 	if m.c.msg == m {
 		m.c.msg = nil
+		m.c.idle.stopPace()
 	}
 }
 
