@@ -1,10 +1,8 @@
 package imap
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -68,6 +66,7 @@ func (c *timeoutConn) Read(b []byte) (int, error) {
 		return 0, c.slow
 	}
 	clock, budget := c.clock, false
+	start := time.Now()
 	if c.idle {
 		c.Conn.SetReadDeadline(time.Time{})
 	} else {
@@ -75,7 +74,7 @@ func (c *timeoutConn) Read(b []byte) (int, error) {
 		if clock != nil {
 			wait, budget = clock.Wait()
 		}
-		c.Conn.SetReadDeadline(time.Now().Add(wait))
+		c.Conn.SetReadDeadline(start.Add(wait))
 	}
 	// Never read more than the budget allows; with nothing left, a Read still waits
 	// (for a reply to the next command, whose budget may be set meanwhile) but takes
@@ -84,14 +83,13 @@ func (c *timeoutConn) Read(b []byte) (int, error) {
 		b = b[:max(c.left, 1)]
 	}
 	c.mu.Unlock()
-	start := time.Now()
 	n, err := c.Conn.Read(b)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if clock != nil && clock == c.clock {
-		clock.Read(time.Since(start), n)
-		if budget && errors.Is(err, os.ErrDeadlineExceeded) && c.slow == nil {
-			c.slow = &pace.SlowError{Timeout: c.timeout, Err: err}
+		err = clock.Read(time.Since(start), n, budget, err)
+		if se, ok := err.(*pace.SlowError); ok && c.slow == nil {
+			c.slow = se
 			c.Conn.Close()
 		}
 	}

@@ -16,7 +16,9 @@
 package pace
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -43,11 +45,17 @@ func (c *Clock) Wait() (d time.Duration, budget bool) {
 	return c.timeout, false
 }
 
-// Read accounts for a read that waited elapsed and brought n bytes.
-func (c *Clock) Read(elapsed time.Duration, n int) {
+// Read accounts for a read that waited elapsed and brought n bytes, and returns its
+// error err; a timeout of a read whose wait the budget limited (Wait's budget) is
+// returned as a *SlowError wrapping err.
+func (c *Clock) Read(elapsed time.Duration, n int, budget bool, err error) error {
 	c.left -= elapsed
 	c.left += time.Duration(int64(n) * int64(time.Second) / MinRate)
 	c.left = min(c.left, c.timeout)
+	if budget && errors.Is(err, os.ErrDeadlineExceeded) {
+		return &SlowError{Timeout: c.timeout, Err: err}
+	}
+	return err
 }
 
 // SlowError is a message transfer cut off because the server sent it slower than

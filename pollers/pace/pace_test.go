@@ -1,6 +1,8 @@
 package pace
 
 import (
+	"errors"
+	"os"
 	"testing"
 	"time"
 )
@@ -14,9 +16,9 @@ func TestSteadyServerKeepsTheTimeout(t *testing.T) {
 		if d, budget := c.Wait(); budget || d != time.Minute {
 			t.Fatalf("read %d may wait %v (budget %v), want the idle timeout", i, d, budget)
 		}
-		c.Read(time.Second, 16<<10)
+		c.Read(time.Second, 16<<10, false, nil)
 	}
-	c.Read(59*time.Second, 64<<10) // a long stall, then data again
+	c.Read(59*time.Second, 64<<10, false, nil) // a long stall, then data again
 	if d, _ := c.Wait(); d != time.Minute {
 		t.Errorf("after a stall and 64 KiB the next read may wait %v, want 1m", d)
 	}
@@ -36,10 +38,14 @@ func TestTricklingServerIsCutOff(t *testing.T) {
 				t.Fatal("cut off, but not by the budget")
 			}
 			spent += d
+			var slow *SlowError
+			if err := c.Read(d, 0, budget, os.ErrDeadlineExceeded); !errors.As(err, &slow) || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the timed-out read returned %v, want a *SlowError wrapping the deadline", err)
+			}
 			break
 		}
 		spent += 59 * time.Second
-		c.Read(59*time.Second, 1)
+		c.Read(59*time.Second, 1, false, nil)
 		if i > 10 {
 			t.Fatalf("still reading after %d bytes (%v)", i, spent)
 		}
@@ -60,7 +66,7 @@ func TestHalfRateIsCutOffAfterTwoTimeouts(t *testing.T) {
 		}
 		step := min(d, 100*time.Millisecond)
 		spent += step
-		c.Read(step, int(MinRate/2*step/time.Second)) // MinRate/2 bytes per second
+		c.Read(step, int(MinRate/2*step/time.Second), true, nil) // MinRate/2 bytes per second
 		if spent > time.Minute {
 			t.Fatal("never cut off")
 		}

@@ -1,9 +1,7 @@
 package pop3
 
 import (
-	"errors"
 	"net"
-	"os"
 	"time"
 
 	"github.com/mxdrop/mxdrop/pollers/pace"
@@ -28,16 +26,13 @@ func (c *idleConn) Read(p []byte) (int, error) {
 	if c.clock != nil {
 		wait, budget = c.clock.Wait()
 	}
-	if err := c.Conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+	start := time.Now()
+	if err := c.Conn.SetReadDeadline(start.Add(wait)); err != nil {
 		return 0, err
 	}
-	start := time.Now()
 	n, err := c.Conn.Read(p)
 	if c.clock != nil {
-		c.clock.Read(time.Since(start), n)
-		if budget && errors.Is(err, os.ErrDeadlineExceeded) {
-			err = &pace.SlowError{Timeout: c.timeout, Err: err}
-		}
+		err = c.clock.Read(time.Since(start), n, budget, err)
 	}
 	return n, err
 }
