@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"syscall"
@@ -87,6 +88,10 @@ func (b *bench) latency(rate, backlog, runs int) error {
 	}
 	if len(p99s) > 1 {
 		fmt.Printf("latency at %d msg/s, median of %d runs: median %v, p99 %v\n", rate, len(p99s), medianDur(p50s), medianDur(p99s))
+	}
+
+	if backlog == 0 {
+		return nil // latency only
 	}
 
 	// Backlog: the same files through run --once and through the daemon, alternating
@@ -271,34 +276,27 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 	}()
 	time.Sleep(500 * time.Millisecond)
 
-	// Watch new/ to see each message arrive.
-	w, err := watchNew(maildir)
+	// Watch new/ to see each message arrive. The watching goroutine only notes each
+	// name and its time: reading each file there would delay the events behind it,
+	// adding the benchmark's own lag to mxdrop's latency. The files are read, and
+	// matched to their sending, after the run.
+	w, err := watchArrivals(filepath.Join(maildir, "new"), b.n)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer w.Close()
-	// The watching goroutine only notes each name and its time: it shares the
-	// benchmark's CPU with the writers, and reading each file here would delay the
-	// events behind it, adding the benchmark's own lag to mxdrop's latency. The files
-	// are read, and matched to their sending, after the run.
-	type arrival struct {
-		name string
-		at   time.Time
+	// The messages are built before the clock starts, and the benchmark's own garbage
+	// collector is off while it sends: building each message as it went allocated
+	// 16 KB per message (a growing buffer), a collection every 100 ms whose pauses
+	// and assists held the benchmark's writer between its clock reading and its
+	// rename, and its watcher: slow messages came in bursts 100 ms apart, counted as
+	// mxdrop's latency. What is left to allocate while sending is small (names,
+	// descriptors), and the collector is back on before the results are read.
+	msgs := make([][]byte, b.n)
+	for i := range msgs {
+		msgs[i] = b.message(i)
 	}
-	arrivals := make([]arrival, 0, b.n)
-	seen := make(chan struct{}, b.n)
-	go func() {
-		for ev := range w.Events {
-			if !ev.Has(fsnotify.Create) {
-				continue
-			}
-			arrivals = append(arrivals, arrival{ev.Name, time.Now()})
-			seen <- struct{}{}
-			if len(arrivals) == b.n {
-				return // the last: the slice is the measuring goroutine's from here
-			}
-		}
-	}()
+	gcPercent := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(gcPercent)
 	sent := make([]time.Time, b.n)
 	interval := time.Second / time.Duration(rate)
 	// With writerFsync, each file is fsynced before its rename, as Postfix virtual(8)
@@ -316,7 +314,7 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 					time.Sleep(d)
 				}
 				tmp := filepath.Join(drop, fmt.Sprintf(".m%06d", i))
-				if err := writeDrop(tmp, b.message(i), b.writerFsync); err != nil {
+				if err := writeDrop(tmp, msgs[i], b.writerFsync); err != nil {
 					errs <- err
 					return
 				}
@@ -337,13 +335,17 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 	timeout := time.After(60 * time.Second)
 	for got := 0; got < b.n; got++ {
 		select {
-		case <-seen:
+		case <-w.seen:
+		case err := <-w.errs:
+			return 0, 0, err
 		case <-timeout:
 			return 0, 0, fmt.Errorf("only %d of %d messages arrived", got, b.n)
 		}
 	}
+	debug.SetGCPercent(gcPercent)
+	msgs = nil
 	arrived := make([]time.Time, b.n)
-	for _, a := range arrivals {
+	for _, a := range w.arrivals {
 		f, err := os.Open(a.name)
 		if err != nil {
 			return 0, 0, err

@@ -47,7 +47,7 @@ func main() {
 	bin := flag.String("mxdrop", "", "mxdrop binary (default: built from ./cmd/mxdrop)")
 	workers := flag.Int("workers", 0, "mxdrop workers (0: the configuration default)")
 	rate := flag.Int("rate", 500, "latency mode: messages per second")
-	backlog := flag.Int("backlog", 10000, "latency mode: backlog size")
+	backlog := flag.Int("backlog", 10000, "latency mode: backlog size (0: measure latency only)")
 	runs := flag.Int("runs", 3, "pollers, latency and lmtp modes: runs of each measurement, alternating (the median is reported)")
 	tools := flag.String("tools", "", "pollers mode: measure only these tools, comma-separated (dovecot,mxdrop,fetchmail,getmail6,mpop,mbsync; default all); lmtp mode: mxdrop,smtp-source,lda")
 	wrap := flag.String("wrap-mxdrop", "", "pollers and lmtp modes: run mxdrop under this command, e.g. 'perf record -g -o mxdrop.perf' (the peak RSS shown is then the wrapper's)")
