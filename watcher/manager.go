@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -200,6 +201,13 @@ func (m *Manager) runJob(j *job, pool *sync.WaitGroup) (detached bool) {
 			detached = true
 			pool.Add(1)
 			go m.work(pool)
+			// The new worker waits in this P's next slot, and this goroutine is about
+			// to block in fdatasync and fsync while holding the P: Go takes a P back
+			// from a system call only at sysmon's next tick (20 µs, up to 10 ms when
+			// it has been idle), so the next file waited behind the disk after all
+			// (175 µs median in a runtime trace at 2,000 files/s, 5 ms at worst).
+			// Yielding lets the new worker start first; 1 µs median then.
+			runtime.Gosched()
 		default: // too many waiting already: this one keeps its worker
 		}
 	}

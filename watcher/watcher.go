@@ -127,7 +127,11 @@ type pendingFile struct {
 func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	dir := c.watchDir()
 	maildir := c.isMaildir(dir)
-	fsw, err := fsnotify.NewWatcher()
+	// Buffered: with fsnotify's unbuffered channel its reader blocked on every event
+	// until this loop took it, and had to be woken again for the next one (two
+	// goroutine wake-ups per file, on two cores a millisecond at worst). The buffer
+	// holds at most 1,024 events (a name and an operation each).
+	fsw, err := fsnotify.NewBufferedWatcher(1024)
 	if err != nil {
 		return fmt.Errorf("start fsnotify: %w", err)
 	}
