@@ -88,12 +88,21 @@ func skipName(name string) bool {
 // (refused, EACCES) mxdrop neither owns the file nor has CAP_LEASE (fcntl(2)); then only
 // the settle time tells.
 func noWriter(path string) (free, ok, refused bool) {
-	f, err := openRegular(path)
+	// The descriptor is only for the lease, taken with the system calls alone: this
+	// runs on the event loop for every file, and os.OpenFile would also register it
+	// with the runtime's poller, which refuses a regular file (epoll_ctl).
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR { // a network file system's open, interrupted by a signal
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return false, true, false
 	}
-	defer f.Close()
-	fd := int(f.Fd())
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false, true, false
+	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY) {
 			return false, true, false

@@ -2,7 +2,22 @@
 
 package durable
 
-import "os"
+import (
+	"fmt"
+	"os"
+)
 
 // datasync is fsync where fdatasync(2) is not at hand.
 func datasync(f *os.File) error { return f.Sync() }
+
+func syncFolder(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open folder for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync folder %s: %w", dir, err)
+	}
+	return nil
+}

@@ -266,13 +266,8 @@ func syncData(f *os.File) error {
 }
 
 func fsyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open folder for fsync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync folder %s: %w", dir, err)
+	if err := syncFolder(dir); err != nil {
+		return err
 	}
 	if synced != nil {
 		synced(dir)
