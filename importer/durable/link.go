@@ -125,6 +125,10 @@ func LinkTemp(src, tmp string, size int64, b *Batch) (err error) {
 	return nil
 }
 
+// euid is this process's effective user ID, asked once: geteuid(2) is a system call
+// of its own for every linked delivery otherwise, and mxdrop never changes its IDs.
+var euid = os.Geteuid()
+
 // linkable says why the file fi (of size bytes when size >= 0) may not get a second
 // name in a Maildir, or nil.
 func linkable(fi os.FileInfo, size int64) error {
@@ -144,7 +148,7 @@ func linkable(fi os.FileInfo, size int64) error {
 	if st.Nlink != 1 {
 		return fmt.Errorf("%w: it has %d names", ErrNotLinkable, st.Nlink)
 	}
-	if int(st.Uid) != os.Geteuid() {
+	if int(st.Uid) != euid {
 		return fmt.Errorf("%w: owned by uid %d", ErrNotLinkable, st.Uid)
 	}
 	return nil
