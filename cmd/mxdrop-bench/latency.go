@@ -286,11 +286,11 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 	}
 	// The messages are built before the clock starts, and the benchmark's own garbage
 	// collector is off while it sends: building each message as it went allocated
-	// 16 KB per message (a growing buffer), a collection every 100 ms whose pauses
-	// and assists held the benchmark's writer between its clock reading and its
-	// rename, and its watcher: slow messages came in bursts 100 ms apart, counted as
-	// mxdrop's latency. What is left to allocate while sending is small (names,
-	// descriptors), and the collector is back on before the results are read.
+	// 16 KB per message (a growing buffer), a collection every 90 to 100 ms, whose
+	// pauses could hold the writer between its clock reading and its rename, or the
+	// watcher, and count as mxdrop's latency. What is left to allocate while sending
+	// is small (names, descriptors), and the collector is back on before the results
+	// are read.
 	msgs := make([][]byte, b.n)
 	for i := range msgs {
 		msgs[i] = b.message(i)
