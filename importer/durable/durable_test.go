@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func write(s string) WriteFunc {
@@ -235,5 +237,66 @@ func TestBatch(t *testing.T) {
 	// A nil batch fsyncs at once.
 	if err := (*Batch)(nil).SyncDir(b); err != nil || syncs()[b] != 1 {
 		t.Errorf("nil Batch SyncDir did not fsync (err %v)", err)
+	}
+}
+
+// setGroupCommit sets the group-commit wait and busy time of SyncDir for one test.
+func setGroupCommit(t *testing.T, wait, busy time.Duration) {
+	w, b := groupWait, groupBusy
+	groupWait, groupBusy = wait, busy
+	t.Cleanup(func() { groupWait, groupBusy = w, b })
+}
+
+// TestSyncDirGroupCommit: on a folder synced moments ago, callers arriving one after
+// another within the wait share one fsync, where each would otherwise have had its own
+// (each arrives after the previous fsync ended), and every one of them returns only
+// after that fsync.
+func TestSyncDirGroupCommit(t *testing.T) {
+	setGroupCommit(t, 300*time.Millisecond, time.Minute)
+	var n atomic.Int32
+	synced = func(string) { n.Add(1) }
+	t.Cleanup(func() { synced = nil })
+	dir := t.TempDir()
+	if err := SyncDir(dir); err != nil { // the first: at once
+		t.Fatal(err)
+	}
+	if got := n.Load(); got != 1 {
+		t.Fatalf("%d fsyncs for the first call, want 1", got)
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 10 * time.Millisecond)
+			if err := SyncDir(dir); err != nil {
+				t.Error(err)
+			}
+			if got := n.Load(); got < 2 {
+				t.Errorf("caller %d: SyncDir returned before an fsync after its call", i)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := n.Load() - 1; got != 1 {
+		t.Errorf("8 callers within the wait: %d fsyncs, want 1", got)
+	}
+}
+
+// TestSyncDirIdleAtOnce: a folder not synced for longer than the busy time is synced
+// at once, without the group-commit wait.
+func TestSyncDirIdleAtOnce(t *testing.T) {
+	setGroupCommit(t, 5*time.Second, 20*time.Millisecond)
+	dir := t.TempDir()
+	if err := SyncDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	if err := SyncDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("idle folder: SyncDir took %v, waited for a group", d)
 	}
 }
