@@ -677,6 +677,7 @@ func (p *Poller) importAndMark(state *State, f folder, b *batchRun, ahead map[st
 	// The deliveries' Maildir folders are fsynced once for the batch, below, rather
 	// than once per message.
 	dirs := &durable.Batch{}
+	defer dirs.Close() // after a failed Sync: the folders' syncers no longer wait for it
 	results := p.importBatch(context.Background(), state, f, b.got, b.byKey, dirs)
 	if err := dirs.Sync(); err != nil {
 		// Not marked done: the messages stay in flight and are imported again as

@@ -247,56 +247,93 @@ func setGroupCommit(t *testing.T, wait, busy time.Duration) {
 	t.Cleanup(func() { groupWait, groupBusy = w, b })
 }
 
-// TestSyncDirGroupCommit: on a folder synced moments ago, callers arriving one after
-// another within the wait share one fsync, where each would otherwise have had its own
-// (each arrives after the previous fsync ended), and every one of them returns only
-// after that fsync.
+// TestSyncDirGroupCommit: Batches that recorded a folder are expected by its syncer.
+// The first to sync waits for the others (arriving one by one, each after the fsync
+// it would otherwise have had), all share one fsync, each returns only after it, and
+// the group closes when the last one has arrived, not at the end of the wait. Then,
+// the folder being busy (its last fsync shared), callers that did not announce
+// themselves are gathered too.
 func TestSyncDirGroupCommit(t *testing.T) {
-	setGroupCommit(t, 300*time.Millisecond, time.Minute)
+	setGroupCommit(t, 3*time.Second, time.Minute)
 	var n atomic.Int32
 	synced = func(string) { n.Add(1) }
 	t.Cleanup(func() { synced = nil })
 	dir := t.TempDir()
-	if err := SyncDir(dir); err != nil { // the first: at once
-		t.Fatal(err)
+	batches := make([]*Batch, 8)
+	for i := range batches {
+		batches[i] = &Batch{}
+		if err := batches[i].SyncDir(dir); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := n.Load(); got != 1 {
-		t.Fatalf("%d fsyncs for the first call, want 1", got)
-	}
+	start := time.Now()
 	var wg sync.WaitGroup
-	for i := range 8 {
+	for i, b := range batches {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer b.Close()
 			time.Sleep(time.Duration(i) * 10 * time.Millisecond)
-			if err := SyncDir(dir); err != nil {
+			if err := b.Sync(); err != nil {
 				t.Error(err)
 			}
-			if got := n.Load(); got < 2 {
-				t.Errorf("caller %d: SyncDir returned before an fsync after its call", i)
+			if n.Load() < 1 {
+				t.Errorf("batch %d: Sync returned before the folder's fsync", i)
 			}
 		}()
 	}
 	wg.Wait()
-	if got := n.Load() - 1; got != 1 {
-		t.Errorf("8 callers within the wait: %d fsyncs, want 1", got)
+	if got := n.Load(); got != 1 {
+		t.Errorf("8 announced batches: %d fsyncs, want 1", got)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the group waited %v: it should close when the last batch arrives", d)
+	}
+
+	// Busy now: two plain callers 50 ms apart share the next fsync.
+	setGroupCommit(t, 500*time.Millisecond, time.Minute)
+	n.Store(0)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 50 * time.Millisecond)
+			if err := SyncDir(dir); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := n.Load(); got != 1 {
+		t.Errorf("busy folder, 2 callers 50 ms apart: %d fsyncs, want 1", got)
 	}
 }
 
-// TestSyncDirIdleAtOnce: a folder not synced for longer than the busy time is synced
-// at once, without the group-commit wait.
-func TestSyncDirIdleAtOnce(t *testing.T) {
-	setGroupCommit(t, 5*time.Second, 20*time.Millisecond)
+// TestSyncDirAloneAtOnce: a caller alone never waits for a group: plain calls one
+// after another, a Batch alone, and a Batch after another gave up (Close) without
+// syncing the folder it had recorded.
+func TestSyncDirAloneAtOnce(t *testing.T) {
+	setGroupCommit(t, 5*time.Second, time.Minute)
 	dir := t.TempDir()
-	if err := SyncDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
-	if err := SyncDir(dir); err != nil {
+	for range 5 {
+		if err := SyncDir(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gaveUp := &Batch{}
+	if err := gaveUp.SyncDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("idle folder: SyncDir took %v, waited for a group", d)
+	gaveUp.Close()
+	b := &Batch{}
+	if err := b.SyncDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("callers alone took %v: one waited for a group", d)
 	}
 }
