@@ -91,9 +91,13 @@ func noWriter(path string) (free, ok, refused bool) {
 	// The descriptor is only for the lease, taken with the system calls alone: this
 	// runs on the event loop for every file, and os.OpenFile would also register it
 	// with the runtime's poller, which refuses a regular file (epoll_ctl).
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	for err == unix.EINTR { // a network file system's open, interrupted by a signal
+	var fd int
+	var err error
+	for { // again if a signal interrupts a network file system's open
 		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
 	}
 	if err != nil {
 		return false, true, false

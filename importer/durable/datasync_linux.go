@@ -9,12 +9,7 @@ import (
 // datasync makes f's data durable with what is needed to read it back (size, block
 // map), not its timestamps: fdatasync(2).
 func datasync(f *os.File) error {
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
-			return err
-		}
-	}
+	return ignoringEINTR(func() error { return syscall.Fdatasync(int(f.Fd())) })
 }
 
 // syncFolder opens, fsyncs and closes the folder dir with the system calls alone:
@@ -23,25 +18,26 @@ func datasync(f *os.File) error {
 // deliveries.
 func syncFolder(dir string) error {
 	var fd int
-	var err error
-	for {
+	err := ignoringEINTR(func() (err error) {
 		fd, err = syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-		if err != syscall.EINTR {
-			break
-		}
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("open folder for fsync: %w", &os.PathError{Op: "open", Path: dir, Err: err})
 	}
 	defer syscall.Close(fd)
-	for {
-		err = syscall.Fsync(fd)
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err := ignoringEINTR(func() error { return syscall.Fsync(fd) }); err != nil {
 		return fmt.Errorf("fsync folder %s: %w", dir, &os.PathError{Op: "sync", Path: dir, Err: err})
 	}
 	return nil
+}
+
+// ignoringEINTR calls fn again while a signal interrupts it (the runtime's own
+// preemption signals interrupt slow system calls).
+func ignoringEINTR(fn func() error) error {
+	for {
+		if err := fn(); err != syscall.EINTR {
+			return err
+		}
+	}
 }

@@ -166,9 +166,10 @@ func (b *Batch) Link(src string, size int64, tmpDir, tmpName, dir, name string) 
 	// rename(2) itself: os.Rename first looks up the new name to refuse a folder
 	// there, which rename(2) refuses anyway for a file (EISDIR), one system call more
 	// for every delivery.
-	if err := syscall.Rename(tmp, filepath.Join(dir, name)); err != nil {
+	dst := filepath.Join(dir, name)
+	if err := syscall.Rename(tmp, dst); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("rename into place: %w", &os.LinkError{Op: "rename", Old: tmp, New: filepath.Join(dir, name), Err: err})
+		return fmt.Errorf("rename into place: %w", &os.LinkError{Op: "rename", Old: tmp, New: dst, Err: err})
 	}
 	return b.SyncDir(dir)
 }
