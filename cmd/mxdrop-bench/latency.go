@@ -70,25 +70,41 @@ func (b *bench) latency(rate, backlog, runs int) error {
 	if err := b.createCost(1000); err != nil {
 		return err
 	}
-	var p50s, p99s []time.Duration
+	// mxdrop and the reference deliverer (reference.go) take turns, each going first in
+	// every other pair, so that the noise of a shared machine reaches both alike.
+	startMxdrop := func() (*daemon, error) { return b.startDaemon(cfg) }
+	var p50s, p99s, refP50s, refP99s []time.Duration
+	var ratios []float64
 	for r := 0; r < max(runs, 1); r++ {
-		// A new new/ for each run, the used one renamed aside, and the file system
-		// synced: the run before leaves no deletions or writeback to this one, and
-		// every run starts from the same state (the first used to be the fastest).
-		if err := setAside(filepath.Join(maildir, "new")); err != nil {
-			return err
-		}
-		syscall.Sync()
-		time.Sleep(time.Second)
-		p50, p99, err := b.measureLatency(cfg, drop, maildir, rate)
-		if err != nil {
-			return err
+		var p50, p99, refP50, refP99 time.Duration
+		for _, ref := range []bool{r%2 == 1, r%2 == 0} {
+			// A new new/ for each measurement, the used one renamed aside, and the
+			// file system synced: the one before leaves no deletions or writeback to
+			// this one, and every one starts from the same state (the first used to be
+			// the fastest).
+			if err := setAside(filepath.Join(maildir, "new")); err != nil {
+				return err
+			}
+			syscall.Sync()
+			time.Sleep(time.Second)
+			var err error
+			if ref {
+				refP50, refP99, err = b.measureLatency(b.startReference, "reference", drop, maildir, rate)
+			} else {
+				p50, p99, err = b.measureLatency(startMxdrop, "mxdrop", drop, maildir, rate)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		p50s, p99s = append(p50s, p50), append(p99s, p99)
+		refP50s, refP99s = append(refP50s, refP50), append(refP99s, refP99)
+		ratios = append(ratios, float64(p99)/float64(refP99))
 	}
-	if len(p99s) > 1 {
-		fmt.Printf("latency at %d msg/s, median of %d runs: median %v, p99 %v\n", rate, len(p99s), medianDur(p50s), medianDur(p99s))
-	}
+	fmt.Printf("latency at %d msg/s, median of %d runs: mxdrop median %v, p99 %v; reference median %v, p99 %v\n",
+		rate, len(p99s), medianDur(p50s), medianDur(p99s), medianDur(refP50s), medianDur(refP99s))
+	sort.Float64s(ratios)
+	fmt.Printf("p99 mxdrop/reference: %.2f (median of %d pairs, %.2f-%.2f)\n", median(ratios), len(ratios), ratios[0], ratios[len(ratios)-1])
 
 	if backlog == 0 {
 		return nil // latency only
@@ -258,13 +274,13 @@ func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float6
 	return float64(n) / elapsed.Seconds(), rss, nil
 }
 
-// measureLatency starts a daemon, renames b.n messages into drop at rate per second,
-// and returns the median and 99th percentile from the rename to the copy's appearance
-// in new/.
+// measureLatency starts a deliverer (mxdrop, or the reference), renames b.n messages
+// into drop at rate per second, and returns the median and 99th percentile from the
+// rename to the copy's appearance in new/. label names the deliverer in the output.
 // drop is where the messages are written: the drop folder itself, or the backing
 // folder of a share the daemon sees through a mount.
-func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 time.Duration, err error) {
-	d, err := b.startDaemon(cfg)
+func (b *bench) measureLatency(start func() (*daemon, error), label, drop, maildir string, rate int) (p50, p99 time.Duration, err error) {
+	d, err := start()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -372,14 +388,18 @@ func (b *bench) measureLatency(cfg, drop, maildir string, rate int) (p50, p99 ti
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	p50, p99 = lat[len(lat)/2].Round(10*time.Microsecond), lat[len(lat)*99/100].Round(10*time.Microsecond)
-	fmt.Printf("latency at %d msg/s:     median %v, p99 %v, max %v; daemon peak RSS %.1f MiB\n", rate, p50, p99,
-		lat[len(lat)-1].Round(10*time.Microsecond), d.peakRSS())
+	rss := d.peakRSS()
 	stopped = true
 	if err := d.stop(); err != nil {
-		return 0, 0, fmt.Errorf("daemon exit: %w", err)
+		return 0, 0, fmt.Errorf("%s exit: %w", label, err)
 	}
+	// CPU per message: the process's whole life (start, 500 ms idle, the run, exit)
+	// over the messages, so a slight overestimate.
+	ps := d.cmd.ProcessState
+	cpu := (ps.UserTime() + ps.SystemTime()) / time.Duration(b.n)
+	fmt.Printf("latency at %d msg/s, %-9s median %v, p99 %v, max %v; CPU %v per message, peak RSS %.1f MiB\n", rate, label+":", p50, p99,
+		lat[len(lat)-1].Round(10*time.Microsecond), cpu.Round(time.Microsecond), rss)
 	return p50, p99, nil
-
 }
 
 // writeDrop writes a drop file, fsyncing it when sync is set.

@@ -10,7 +10,10 @@
 //
 // Mode "latency" runs the daemon, renames messages into its drop folder at a steady
 // rate and reports the median and 99th percentile from arrival to visible in new/,
-// then the throughput of a backlog, and memory as the backlog grows.
+// then the throughput of a backlog, and memory as the backlog grows. Its latency runs
+// take turns with a reference deliverer (reference.go: the least work a linking
+// deliverer must do per message), whose figures and CPU per message are the floor of
+// this machine at this moment; the p99 ratio mxdrop/reference is the figure to compare.
 //
 // Mode "pollers" starts a Dovecot on 127.0.0.1 and measures, each on the same N messages
 // filled into its INBOX and each into a fresh local Maildir: Dovecot's own expunge, mxdrop's
@@ -39,7 +42,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "once", "once | latency | pollers | lmtp")
+	mode := flag.String("mode", "once", "once | latency | pollers | lmtp (and reference: latency mode's reference deliverer, which it starts itself)")
 	conc := flag.Int("concurrency", 16, "lmtp mode: sessions of mxdrop and smtp-source (each also measured with 1), dovecot-lda processes")
 	n := flag.Int("n", 2000, "number of messages")
 	size := flag.Int("size", 4096, "message size in bytes")
@@ -57,6 +60,12 @@ func main() {
 	writerFsync := flag.Bool("writer-fsync", false, "latency mode: fsync each file before renaming it into the drop folder, from 16 writers, as Postfix virtual(8) does")
 	flag.Parse()
 
+	if *mode == "reference" {
+		if *dir == "" {
+			fatal(fmt.Errorf("-mode reference needs -dir"))
+		}
+		fatal(referenceDeliver(*dir))
+	}
 	if *dir == "" {
 		if err := os.MkdirAll("var/bench", 0o750); err != nil {
 			fatal(err)

@@ -42,7 +42,7 @@ func (b *bench) shareLatency(rate, backlog, runs int, idle time.Duration) error 
 			return err
 		}
 		// The daemon watches the mount; the messages are renamed in on the backing side.
-		p50, p99, err := b.measureLatency(cfg, backing, maildir, rate)
+		p50, p99, err := b.measureLatency(func() (*daemon, error) { return b.startDaemon(cfg) }, "mxdrop", backing, maildir, rate)
 		if err != nil {
 			return err
 		}
