@@ -9,7 +9,7 @@ import (
 )
 
 // TestNoWriter: the write-lease check says free only for a regular file nobody has open
-// for writing. A file open for writing is busy; a symbolic link (even to a free file),
+// for writing, and leaves no lease behind. A file open for writing is busy; a symbolic link (even to a free file),
 // a FIFO and a folder are never free, and the FIFO does not block the check (no
 // writer ever opens it here).
 func TestNoWriter(t *testing.T) {
@@ -21,9 +21,12 @@ func TestNoWriter(t *testing.T) {
 	if free, ok, refused := noWriter(file); !free || !ok || refused {
 		t.Fatalf("closed file: free=%v ok=%v refused=%v, want free", free, ok, refused)
 	}
-	w, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+	// The check gives its lease up before it returns (by closing its descriptor): a
+	// lease left behind would hold every writer's open for the lease break time (45 s
+	// by default), and a non-blocking open would fail with EWOULDBLOCK.
+	w, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("open for writing after the check: %v (lease still held)", err)
 	}
 	if free, ok, _ := noWriter(file); free || !ok {
 		t.Errorf("file open for writing: free=%v ok=%v, want busy", free, ok)
