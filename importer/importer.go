@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -66,6 +67,11 @@ type Message struct {
 	// the file's inode: the source must never write the file again; removing it or
 	// renaming it away (an Imported/ folder) is fine.
 	Path string
+	// File, when not nil, is Path open for reading (with O_NOFOLLOW; a regular file),
+	// held by the source for the whole import: a linked delivery uses it instead of
+	// opening Path again (durable.LinkTempFile). The source closes it only after the
+	// import has returned.
+	File *os.File
 	// Recovered marks a message whose earlier import may have been interrupted (a
 	// claim found at start-up, a retry after a transient error, a UID left in flight).
 	// Before each delivery the target Maildir is searched for the delivery's file name
@@ -505,10 +511,11 @@ func (im *Importer) deliver(msg Message, h *Header, env Envelope, account string
 		if link {
 			var p string
 			var err error
+			src := LinkSource{Path: msg.Path, File: msg.File}
 			if quota.IsZero() {
-				p, err = md.Link(name, msg.Path, msg.Size, msg.Batch)
+				p, err = md.Link(name, src, msg.Size, msg.Batch)
 			} else {
-				p, err = md.LinkQuota(inbox, name, msg.Path, msg.Size, msg.Batch, quota)
+				p, err = md.LinkQuota(inbox, name, src, msg.Size, msg.Batch, quota)
 			}
 			if err == nil || errors.Is(err, ErrQuotaExceeded) {
 				d.Linked = err == nil

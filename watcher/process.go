@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -67,6 +68,37 @@ func identity(path string) (id string, size int64, mtime time.Time, err error) {
 	if !fi.Mode().IsRegular() {
 		return "", 0, time.Time{}, fmt.Errorf("%w (%s)", errNotRegular, fi.Mode().Type())
 	}
+	id, size, mtime = identityOf(path, fi)
+	return id, size, mtime, nil
+}
+
+// openClaimed opens a claimed file for the whole of its import and returns it with its
+// identity, from one open and one fstat: the header is read through it, a linked
+// delivery links and syncs it (importer.Message.File), and no lookup by name is needed
+// for the identity. When the open fails, or finds no regular file, the entry is looked
+// up by name (identity) to tell why: gone (fs.ErrNotExist), not a regular file
+// (errNotRegular: a symbolic link, which O_NOFOLLOW refuses; a FIFO, a socket, a
+// folder), or a regular file mxdrop cannot open (that error).
+func openClaimed(path string) (f *os.File, id string, size int64, mtime time.Time, err error) {
+	var fi os.FileInfo
+	f, fi, err = openRegularStat(path)
+	if err != nil {
+		if _, _, _, ierr := identity(path); ierr != nil {
+			return nil, "", 0, time.Time{}, ierr
+		}
+		if errors.Is(err, errNotRegular) {
+			// A regular file again by name: swapped since the open. Not wrapped, so
+			// that it is tried again rather than quarantined as not regular.
+			err = fmt.Errorf("claimed file changed while it was opened: %v", err)
+		}
+		return nil, "", 0, time.Time{}, err
+	}
+	id, size, mtime = identityOf(path, fi)
+	return f, id, size, mtime, nil
+}
+
+// identityOf is the identity of the regular file path whose status is fi.
+func identityOf(path string, fi os.FileInfo) (id string, size int64, mtime time.Time) {
 	var ino uint64
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		ino = st.Ino
@@ -74,7 +106,7 @@ func identity(path string) (id string, size int64, mtime time.Time, err error) {
 	mtime = fi.ModTime()
 	id = filepath.Base(path) + "|" + strconv.FormatInt(fi.Size(), 10) + "|" +
 		strconv.FormatInt(mtime.UnixNano(), 10) + "|" + strconv.FormatUint(ino, 10)
-	return id, fi.Size(), mtime, nil
+	return id, fi.Size(), mtime
 }
 
 // process hands one claimed file to the intake and acknowledges it: removed (or moved
@@ -86,7 +118,12 @@ func identity(path string) (id string, size int64, mtime time.Time, err error) {
 // acknowledgement (see Manager.runJob).
 func (c *Connector) process(ctx context.Context, path string, recovered bool, last *delivered, detach func()) (intake.Outcome, *delivered) {
 	start := time.Now()
-	id, size, mtime, err := identity(path)
+	f, id, size, mtime, err := openClaimed(path)
+	if f != nil {
+		// Deferred before batch.Close, so it runs after it: the batch's data sync of a
+		// linked delivery uses f (importer.Message.File).
+		defer f.Close()
+	}
 	h := intake.Handover{File: path, Ack: intake.AckFunc(func(_ context.Context, out intake.Outcome) (string, error) {
 		if out == intake.Quarantined {
 			return "", nil // moved to ImportFailed/ by the quarantine
@@ -102,6 +139,12 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 		// The claimed file is never written again, only removed or moved to
 		// Imported/: a delivery may be the file itself, linked.
 		Path: path,
+		File: f,
+	}
+	if f != nil {
+		// Every reader reads f from its first byte (pread), without opening the file
+		// again; the reader's Close leaves f open.
+		h.Msg.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, 0, math.MaxInt64)), nil }
 	}
 	// The deliveries' folder fsyncs and linked copies' data syncs wait until every
 	// copy is in place, shared with the other files in flight (durable.SyncDir).
@@ -127,7 +170,10 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 	}
 	out, res := c.Intake.Handle(ctx, h)
 	if out == intake.Retry && (res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial) {
-		return out, &delivered{msg: h.Msg, res: res}
+		// Kept for the next attempt, after f is closed: only its names are used.
+		msg := h.Msg
+		msg.File, msg.Open = nil, func() (io.ReadCloser, error) { return openRegular(path) }
+		return out, &delivered{msg: msg, res: res}
 	}
 	return out, last
 }
@@ -202,18 +248,24 @@ func moveInto(folder, path string) error {
 // open descriptor checks what is really read, whatever was swapped in since a check
 // by name.
 func openRegular(path string) (*os.File, error) {
+	f, _, err := openRegularStat(path)
+	return f, err
+}
+
+// openRegularStat is openRegular that also returns the open file's status.
+func openRegularStat(path string) (*os.File, os.FileInfo, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("open %s: %w (%s)", path, errNotRegular, fi.Mode().Type())
+		return nil, nil, fmt.Errorf("open %s: %w (%s)", path, errNotRegular, fi.Mode().Type())
 	}
-	return f, nil
+	return f, fi, nil
 }

@@ -42,14 +42,28 @@ func WriteFile(tmpDir, tmpName, dir, name string, perm os.FileMode, write WriteF
 type Batch struct {
 	mu    sync.Mutex
 	dirs  map[string]bool
-	files []*os.File // linked files whose data Sync makes durable
+	files []keptFile // linked files whose data Sync makes durable
 }
 
-// keep records f, open, for Sync's data sync; the Batch closes it.
-func (b *Batch) keep(f *os.File) {
+// keptFile is a file kept open for Sync's data sync; own says whether the Batch closes
+// it (after its sync, or at Close) or its caller does (LinkTempFile).
+type keptFile struct {
+	f   *os.File
+	own bool
+}
+
+// keep records f, open, for Sync's data sync; the Batch closes it if own.
+func (b *Batch) keep(f *os.File, own bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.files = append(b.files, f)
+	b.files = append(b.files, keptFile{f, own})
+}
+
+// release closes k's file if it is the Batch's own.
+func (k keptFile) release() {
+	if k.own {
+		k.f.Close()
+	}
 }
 
 // SyncData makes the data of the existing file path durable (fdatasync), at once with
@@ -61,7 +75,7 @@ func (b *Batch) SyncData(path string) error {
 		return fmt.Errorf("open for fdatasync: %w", err)
 	}
 	if b != nil {
-		b.keep(f)
+		b.keep(f, true)
 		return nil
 	}
 	defer f.Close()
@@ -123,11 +137,11 @@ func (b *Batch) Sync() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for len(b.files) > 0 {
-		f := b.files[0]
-		if err := syncData(f); err != nil {
-			return fmt.Errorf("fdatasync %s: %w", filepath.Base(f.Name()), err)
+		k := b.files[0]
+		if err := syncData(k.f); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", filepath.Base(k.f.Name()), err)
 		}
-		f.Close()
+		k.release()
 		b.files = b.files[1:]
 	}
 	for dir := range b.dirs {
@@ -146,8 +160,8 @@ func (b *Batch) Sync() error {
 func (b *Batch) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, f := range b.files {
-		f.Close()
+	for _, k := range b.files {
+		k.release()
 	}
 	for dir := range b.dirs {
 		syncerFor(dir).expect(-1)

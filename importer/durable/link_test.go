@@ -31,15 +31,23 @@ func maildir(t *testing.T, dir string) {
 	}
 }
 
+// helloFile writes dir/name holding "hello" (5 bytes, mode 0600: linkable) and
+// returns its path.
+func helloFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestLink: the delivered name is the source's inode, the temporary name is gone, and
 // the folder is left to the batch.
 func TestLink(t *testing.T) {
 	dir := t.TempDir()
 	maildir(t, dir)
-	src := filepath.Join(dir, "claim")
-	if err := os.WriteFile(src, []byte("hello"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	src := helloFile(t, dir, "claim")
 	syncs := countSyncs(t)
 	var b Batch
 	newDir := filepath.Join(dir, "new")
@@ -245,4 +253,63 @@ func TestLinkDataSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("batch closed")
+}
+
+// TestLinkFile: a file its caller holds open is linked through that descriptor and
+// stays the caller's: open after a refusal, after the batch's data sync and after the
+// batch is closed, and after a link without a batch.
+func TestLinkFile(t *testing.T) {
+	dir := t.TempDir()
+	maildir(t, dir)
+	src := helloFile(t, dir, "claim")
+	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	open := func(when string) {
+		t.Helper()
+		if _, err := f.Stat(); err != nil {
+			t.Fatalf("%s: the caller's file was closed: %v", when, err)
+		}
+	}
+	tmpDir, newDir := filepath.Join(dir, "tmp"), filepath.Join(dir, "new")
+
+	var b Batch
+	if err := b.LinkFile(f, 4, tmpDir, "refused", newDir, "refused"); !errors.Is(err, ErrNotLinkable) {
+		t.Fatalf("wrong size: %v, want ErrNotLinkable", err)
+	}
+	open("after a refusal")
+	if err := b.LinkFile(f, 5, tmpDir, "n", newDir, "n"); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.Stat(src)
+	d, err := os.Stat(filepath.Join(newDir, "n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(a, d) {
+		t.Error("new/n is not a second name of the source")
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	open("after Sync")
+	b.Close()
+	open("after Close")
+
+	// Without a batch, on a second file (the first has two names now, which a link
+	// refuses).
+	src2 := helloFile(t, dir, "claim2")
+	if f, err = os.OpenFile(src2, os.O_RDONLY|syscall.O_NOFOLLOW, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := (*Batch)(nil).LinkFile(f, 5, tmpDir, "m", newDir, "m"); err != nil {
+		t.Fatal(err)
+	}
+	open("after a link without a batch")
+	if nlink(t, src2) != 2 {
+		t.Errorf("%d names, want 2 (claim2, new/m)", nlink(t, src2))
+	}
 }
