@@ -231,11 +231,15 @@ func (m *Manager) doJob(j *job, detach func()) intake.Outcome {
 		if m.intake.Err() != nil {
 			return intake.Skipped
 		}
-		// Whatever offered the path, only a regular file is claimed. An entry swapped in
-		// after this check is claimed but never followed nor read (see process).
-		fi, err := os.Lstat(path)
-		if err != nil || !m.regular(j.conn, path, fi.Mode()) {
-			return intake.Skipped
+		// Whatever offered the path, only a regular file is claimed: the event loop
+		// has just looked (checked), anything else is looked at here. An entry swapped
+		// in after the look is claimed but never followed nor read (see process): it
+		// is quarantined unread.
+		if !j.checked {
+			fi, err := os.Lstat(path)
+			if err != nil || !m.regular(j.conn, path, fi.Mode()) {
+				return intake.Skipped
+			}
 		}
 		p, ok, err := j.cl.claim(path)
 		if err != nil {

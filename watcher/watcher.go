@@ -41,6 +41,7 @@ type job struct {
 	cl        *claims
 	path      string // in the watched folder, or in the claims folder when claimed
 	claimed   bool
+	checked   bool // the event loop found a regular file at path as it offered it
 	recovered bool
 	attempt   int
 	last      *delivered      // what an earlier attempt delivered
@@ -248,12 +249,16 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	// Complete files wait in ready for a worker. The event loop never blocks on the
 	// pool; past readyMax waiting names it drops them and the scanner finds them later,
 	// so memory stays bounded however large the backlog.
-	ready := make(chan string, readyMax)
+	type readyFile struct {
+		path    string
+		checked bool
+	}
+	ready := make(chan readyFile, readyMax)
 	feedDone := make(chan struct{})
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	defer func() { stopFeed(); <-feedDone }()
-	newJob := func(path string) *job {
-		return &job{conn: c, cl: cl, path: path, done: func() { fs.in.done(path) }}
+	newJob := func(path string, checked bool) *job {
+		return &job{conn: c, cl: cl, path: path, checked: checked, done: func() { fs.in.done(path) }}
 	}
 	go func() {
 		defer close(feedDone)
@@ -261,16 +266,18 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			select {
 			case <-feedCtx.Done():
 				return
-			case path := <-ready:
+			case r := <-ready:
 				select {
-				case m.jobs <- newJob(path):
+				case m.jobs <- newJob(r.path, r.checked):
 				case <-feedCtx.Done():
 					return
 				}
 			}
 		}
 	}()
-	offer := func(path string) {
+	// checked says that the caller has just found a regular file at path (its job
+	// need not look again before the claim).
+	offer := func(path string, checked bool) {
 		if !fs.in.add(path) {
 			return // offered already, its job has not ended
 		}
@@ -279,13 +286,13 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 		// worker, and only a full queue needs it.
 		if len(ready) == 0 {
 			select {
-			case m.jobs <- newJob(path):
+			case m.jobs <- newJob(path, checked):
 				return
 			default:
 			}
 		}
 		select {
-		case ready <- path:
+		case ready <- readyFile{path, checked}:
 		default:
 			fs.in.done(path)
 			requestScan()
@@ -300,7 +307,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			if fi, err := os.Lstat(path); err != nil || !regular(name, fi) {
 				return
 			}
-			offer(path)
+			offer(path, true)
 			return
 		}
 		if p, ok := pending[name]; ok || wrote {
@@ -328,7 +335,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			m.leaseRefused(c, path)
 		}
 		if ok && free && size > 0 {
-			offer(path)
+			offer(path, true)
 			return
 		}
 		c.Log.Debug().Str("file", name).Bool("writer_open", ok && !free).Bool("lease_supported", ok).Int64("size", size).Msg("file written in place: waiting for it to settle")
@@ -381,7 +388,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 				pending[name] = &pendingFile{changed: time.Now()}
 			}
 		case now := <-settleTick.C:
-			takeSettled(dir, pending, now, c.Settle, fs, func(path string) bool { offer(path); return true })
+			takeSettled(dir, pending, now, c.Settle, fs, func(path string) bool { offer(path, false); return true })
 		case <-rescan.C:
 			m.adopt(ctx, c, cl)
 			fs.measureClock()

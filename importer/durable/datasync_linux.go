@@ -1,9 +1,13 @@
 package durable
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // datasync makes f's data durable with what is needed to read it back (size, block
@@ -40,4 +44,35 @@ func ignoringEINTR(fn func() error) error {
 			return err
 		}
 	}
+}
+
+// linkOpen gives the file open as f (by the name src) the new name tmp. It links the
+// descriptor itself where the kernel allows it (linkat(2) with AT_EMPTY_PATH: since
+// Linux 6.10 for the process that opened the file, before that only with
+// CAP_DAC_READ_SEARCH), which names the very file that was opened and checked, and
+// spares the caller a look at what the new name points to. Otherwise it links by name,
+// and byDescriptor is false: src may have been replaced since the open.
+func linkOpen(f *os.File, src, tmp string) (byDescriptor bool, err error) {
+	if !noLinkByDescriptor.Load() {
+		err := ignoringEINTR(func() error {
+			return unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, tmp, unix.AT_EMPTY_PATH)
+		})
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EPERM) {
+			return false, &os.LinkError{Op: "link", Old: src, New: tmp, Err: err}
+		}
+		// ENOENT: no right to link a descriptor, or the file has no name left (its
+		// name was replaced since the open), or tmp's folder is missing; EPERM: no
+		// right. Only a refusal of the right is remembered; the link by name tells
+		// the rest.
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) == nil && st.Nlink > 0 {
+			if _, serr := os.Stat(filepath.Dir(tmp)); serr == nil {
+				noLinkByDescriptor.Store(true)
+			}
+		}
+	}
+	return false, os.Link(src, tmp)
 }

@@ -21,3 +21,8 @@ func syncFolder(dir string) error {
 	}
 	return nil
 }
+
+// linkOpen links by name: src may have been replaced since f was opened.
+func linkOpen(f *os.File, src, tmp string) (byDescriptor bool, err error) {
+	return false, os.Link(src, tmp)
+}

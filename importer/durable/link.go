@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -15,7 +16,8 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 // LinkTemp makes tmp (on the destination file system, like WriteTemp's) a second name
 // of the existing file src, instead of writing a copy, and makes src's content durable:
 // at once with a nil b, else at b.Sync. A leftover tmp of the same name (from a crash)
-// is replaced.
+// is replaced. The link is made through the open descriptor where the kernel allows
+// it (linkOpen), else by name, and then the new name must be the file that was checked.
 //
 // src must be a regular file (a symbolic link is not followed) of size bytes (size < 0:
 // any), with no other name, owned by this process's user, and neither writable by its
@@ -107,14 +109,14 @@ func linkTemp(f *os.File, own bool, src, tmp string, size int64, b *Batch) (err 
 			return fmt.Errorf("fdatasync: %w", err)
 		}
 	}
-	err = os.Link(src, tmp)
+	byDescriptor, err := linkOpen(f, src, tmp)
 	if errors.Is(err, os.ErrExist) {
 		// Temporary names derive from the caller's identity: a leftover of an
 		// interrupted delivery of the same message.
 		if rerr := os.Remove(tmp); rerr != nil {
 			return fmt.Errorf("remove leftover temporary file: %w", rerr)
 		}
-		err = os.Link(src, tmp)
+		byDescriptor, err = linkOpen(f, src, tmp)
 	}
 	if err != nil {
 		return fmt.Errorf("link: %w", err)
@@ -124,14 +126,16 @@ func linkTemp(f *os.File, own bool, src, tmp string, size int64, b *Batch) (err 
 			os.Remove(tmp)
 		}
 	}()
-	// link(2) takes a name, and the name may have been replaced since the open:
-	// deliver only the very file that was checked.
-	li, err := os.Lstat(tmp)
-	if err != nil {
-		return fmt.Errorf("stat linked file: %w", err)
-	}
-	if !os.SameFile(fi, li) {
-		return fmt.Errorf("%w: %s was replaced while it was linked", ErrNotLinkable, filepath.Base(src))
+	if !byDescriptor {
+		// link(2) took a name, and the name may have been replaced since the open:
+		// deliver only the very file that was checked.
+		li, err := os.Lstat(tmp)
+		if err != nil {
+			return fmt.Errorf("stat linked file: %w", err)
+		}
+		if !os.SameFile(fi, li) {
+			return fmt.Errorf("%w: %s was replaced while it was linked", ErrNotLinkable, filepath.Base(src))
+		}
 	}
 	if b != nil {
 		b.keep(f, own)
@@ -139,6 +143,10 @@ func linkTemp(f *os.File, own bool, src, tmp string, size int64, b *Batch) (err 
 	}
 	return nil
 }
+
+// noLinkByDescriptor is set once the kernel has refused this process a link through a
+// descriptor (see linkOpen): it is not tried again.
+var noLinkByDescriptor atomic.Bool
 
 // euid is this process's effective user ID, asked once: geteuid(2) is a system call
 // of its own for every linked delivery otherwise, and mxdrop never changes its IDs.

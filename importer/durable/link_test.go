@@ -291,6 +291,9 @@ func TestLinkFile(t *testing.T) {
 	if !os.SameFile(a, d) {
 		t.Error("new/n is not a second name of the source")
 	}
+	if os.Geteuid() == 0 && noLinkByDescriptor.Load() {
+		t.Error("root (CAP_DAC_READ_SEARCH) could not link through the descriptor")
+	}
 	if err := b.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -311,5 +314,41 @@ func TestLinkFile(t *testing.T) {
 	open("after a link without a batch")
 	if nlink(t, src2) != 2 {
 		t.Errorf("%d names, want 2 (claim2, new/m)", nlink(t, src2))
+	}
+}
+
+// TestLinkReplacedName: a name replaced after the open is never what gets delivered.
+// The opened file has no name left then, which a link through its descriptor cannot
+// give it (ENOENT); the link by name finds the replacement, which is refused
+// (ErrNotLinkable) and removed from the temporary name. That ENOENT is not taken for
+// a kernel that refuses links through descriptors: the next delivery still tries one.
+func TestLinkReplacedName(t *testing.T) {
+	dir := t.TempDir()
+	maildir(t, dir)
+	src := helloFile(t, dir, "claim")
+	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Rename(helloFile(t, dir, "other"), src); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "tmp", "n")
+	if err := LinkTempFile(f, tmp, 5, nil); !errors.Is(err, ErrNotLinkable) {
+		t.Fatalf("replaced name: %v, want ErrNotLinkable", err)
+	}
+	if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused, but %s is there: %v", tmp, err)
+	}
+	// linkOpen itself, past the checks that refuse a file without a name: the link
+	// through the descriptor fails (ENOENT), the link by name is made (the caller's
+	// same-file check refuses it), and links through descriptors stay on.
+	byDescriptor, err := linkOpen(f, src, tmp)
+	if err != nil || byDescriptor {
+		t.Fatalf("linkOpen of a file without a name: by descriptor %v, %v; want a link by name", byDescriptor, err)
+	}
+	if noLinkByDescriptor.Load() {
+		t.Error("a file without a name turned links through descriptors off")
 	}
 }
