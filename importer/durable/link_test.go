@@ -42,6 +42,19 @@ func helloFile(t *testing.T, dir, name string) string {
 	return p
 }
 
+// openHello is helloFile, opened for reading as a source holds it (closed at the
+// test's end).
+func openHello(t *testing.T, dir, name string) (string, *os.File) {
+	t.Helper()
+	p := helloFile(t, dir, name)
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return p, f
+}
+
 // TestLink: the delivered name is the source's inode, the temporary name is gone, and
 // the folder is left to the batch.
 func TestLink(t *testing.T) {
@@ -261,12 +274,7 @@ func TestLinkDataSync(t *testing.T) {
 func TestLinkFile(t *testing.T) {
 	dir := t.TempDir()
 	maildir(t, dir)
-	src := helloFile(t, dir, "claim")
-	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	src, f := openHello(t, dir, "claim")
 	open := func(when string) {
 		t.Helper()
 		if _, err := f.Stat(); err != nil {
@@ -303,11 +311,7 @@ func TestLinkFile(t *testing.T) {
 
 	// Without a batch, on a second file (the first has two names now, which a link
 	// refuses).
-	src2 := helloFile(t, dir, "claim2")
-	if f, err = os.OpenFile(src2, os.O_RDONLY|syscall.O_NOFOLLOW, 0); err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	src2, f := openHello(t, dir, "claim2")
 	if err := (*Batch)(nil).LinkFile(f, 5, tmpDir, "m", newDir, "m"); err != nil {
 		t.Fatal(err)
 	}
@@ -325,12 +329,7 @@ func TestLinkFile(t *testing.T) {
 func TestLinkReplacedName(t *testing.T) {
 	dir := t.TempDir()
 	maildir(t, dir)
-	src := helloFile(t, dir, "claim")
-	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	src, f := openHello(t, dir, "claim")
 	if err := os.Rename(helloFile(t, dir, "other"), src); err != nil {
 		t.Fatal(err)
 	}
