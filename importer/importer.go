@@ -69,7 +69,7 @@ type Message struct {
 	Path string
 	// File, when not nil, is Path open for reading (with O_NOFOLLOW; a regular file),
 	// held by the source for the whole import: a linked delivery uses it instead of
-	// opening Path again (durable.LinkTempFile). The source closes it only after the
+	// opening Path again (durable.LinkTemp). The source closes it only after the
 	// import has returned.
 	File *os.File
 	// Recovered marks a message whose earlier import may have been interrupted (a

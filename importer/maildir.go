@@ -254,28 +254,13 @@ type LinkSource struct {
 	File *os.File
 }
 
-// linkTemp makes tmp a second name of the source (durable.LinkTemp, LinkTempFile).
-func (s LinkSource) linkTemp(tmp string, size int64, batch *durable.Batch) error {
-	if s.File != nil {
-		return durable.LinkTempFile(s.File, tmp, size, batch)
-	}
-	return durable.LinkTemp(s.Path, tmp, size, batch)
-}
-
 // Link is Deliver for a copy that is the file src of size bytes (size < 0: any) as it
 // is: src is hard linked into tmp/name instead of written (durable.LinkTemp), renamed to
 // new/name, and new/ fsynced or left to batch. Any error means nothing was delivered
 // and a written copy may be tried instead.
 func (m Maildir) Link(name string, src LinkSource, size int64, batch *durable.Batch) (string, error) {
 	newDir := filepath.Join(string(m), "new")
-	tmpDir := filepath.Join(string(m), "tmp")
-	var err error
-	if src.File != nil {
-		err = batch.LinkFile(src.File, size, tmpDir, name, newDir, name)
-	} else {
-		err = batch.Link(src.Path, size, tmpDir, name, newDir, name)
-	}
-	if err != nil {
+	if err := batch.Link(src.Path, src.File, size, filepath.Join(string(m), "tmp"), name, newDir, name); err != nil {
 		return "", err
 	}
 	return filepath.Join(newDir, name), nil

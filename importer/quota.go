@@ -91,7 +91,7 @@ func (m Maildir) DeliverQuota(root Maildir, name string, write durable.WriteFunc
 // src is hard linked into tmp/ (durable.LinkTemp) instead of written. An error other
 // than ErrQuotaExceeded means nothing was delivered and a written copy may be tried.
 func (m Maildir) LinkQuota(root Maildir, name string, src LinkSource, size int64, batch *durable.Batch, q Quota) (string, error) {
-	return m.deliverQuota(root, name, func(tmp string) error { return src.linkTemp(tmp, size, batch) }, batch, q)
+	return m.deliverQuota(root, name, func(tmp string) error { return durable.LinkTemp(src.Path, src.File, tmp, size, batch) }, batch, q)
 }
 
 // deliverQuota is DeliverQuota with the durable file in tmp/ made by fill.

@@ -46,7 +46,7 @@ type Batch struct {
 }
 
 // keptFile is a file kept open for Sync's data sync; own says whether the Batch closes
-// it (after its sync, or at Close) or its caller does (LinkTempFile).
+// it (after its sync, or at Close) or its caller does (LinkTemp with an open file).
 type keptFile struct {
 	f   *os.File
 	own bool

@@ -71,21 +71,20 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //
 // The file is shared, not copied: whoever holds src must never write it again (it may
 // remove it or rename it away, which leaves the delivered name alone).
-func LinkTemp(src, tmp string, size int64, b *Batch) error {
+//
+// f, when not nil, is src open already (by that name, for reading, with O_NOFOLLOW):
+// it is used instead of opening src again, and it stays the caller's, never closed
+// here. The caller keeps it open until b has been synced or closed (with a nil b,
+// until LinkTemp returns), since b's data sync uses it.
+func LinkTemp(src string, f *os.File, tmp string, size int64, b *Batch) error {
+	if f != nil {
+		return linkTemp(f, false, src, tmp, size, b)
+	}
 	f, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("open file to link: %w", err)
 	}
 	return linkTemp(f, true, src, tmp, size, b)
-}
-
-// LinkTempFile is LinkTemp for a file its caller has open already: f, opened by its
-// name (f.Name(), which is linked) for reading, with O_NOFOLLOW. It spares the open
-// and the close that LinkTemp pays for every delivery. f stays the caller's: it is
-// never closed here, and must stay open until b has been synced or closed (with a nil
-// b, until LinkTempFile returns), since b's data sync uses it.
-func LinkTempFile(f *os.File, tmp string, size int64, b *Batch) error {
-	return linkTemp(f, false, f.Name(), tmp, size, b)
 }
 
 // linkTemp is LinkTemp with src open as f; own says whether f is linkTemp's to close
@@ -177,30 +176,15 @@ func linkable(fi os.FileInfo, size int64) error {
 	return nil
 }
 
-// Link is WriteFile for a file that exists already: LinkTemp(src, tmpDir/tmpName,
+// Link is WriteFile for a file that exists already: LinkTemp(src, f, tmpDir/tmpName,
 // size, b), then rename to dir/name and fsync dir (or, with a non-nil b, leave the
 // data sync and the folder fsync to Sync). Any error means nothing was delivered and
-// the caller may write a copy instead; see LinkTemp.
-func (b *Batch) Link(src string, size int64, tmpDir, tmpName, dir, name string) error {
+// the caller may write a copy instead; see LinkTemp, also for f (nil: open src).
+func (b *Batch) Link(src string, f *os.File, size int64, tmpDir, tmpName, dir, name string) error {
 	tmp := filepath.Join(tmpDir, tmpName)
-	if err := LinkTemp(src, tmp, size, b); err != nil {
+	if err := LinkTemp(src, f, tmp, size, b); err != nil {
 		return err
 	}
-	return b.placeLinked(tmp, dir, name)
-}
-
-// LinkFile is Link for a file its caller has open already (see LinkTempFile, whose
-// rules for f hold here too).
-func (b *Batch) LinkFile(f *os.File, size int64, tmpDir, tmpName, dir, name string) error {
-	tmp := filepath.Join(tmpDir, tmpName)
-	if err := LinkTempFile(f, tmp, size, b); err != nil {
-		return err
-	}
-	return b.placeLinked(tmp, dir, name)
-}
-
-// placeLinked renames the linked tmp to dir/name and syncs dir (or records it in b).
-func (b *Batch) placeLinked(tmp, dir, name string) error {
 	// rename(2) itself: os.Rename first looks up the new name to refuse a folder
 	// there, which rename(2) refuses anyway for a file (EISDIR), one system call more
 	// for every delivery.

@@ -64,7 +64,7 @@ func TestLink(t *testing.T) {
 	syncs := countSyncs(t)
 	var b Batch
 	newDir := filepath.Join(dir, "new")
-	if err := b.Link(src, 5, filepath.Join(dir, "tmp"), "n", newDir, "n"); err != nil {
+	if err := b.Link(src, nil, 5, filepath.Join(dir, "tmp"), "n", newDir, "n"); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := os.Stat(src)
@@ -101,7 +101,7 @@ func TestLinkReplacesLeftover(t *testing.T) {
 		os.WriteFile(src, []byte("whole"), 0o600)
 		os.WriteFile(filepath.Join(dir, "tmp", "n"), []byte("half"), 0o600)
 		os.WriteFile(filepath.Join(dir, "new", "n"), []byte("old"), 0o600)
-		if err := b.Link(src, -1, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n"); err != nil {
+		if err := b.Link(src, nil, -1, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n"); err != nil {
 			t.Fatal(err)
 		}
 		if b != nil {
@@ -165,7 +165,7 @@ func TestLinkTempRefuses(t *testing.T) {
 			src := filepath.Join(dir, "claim")
 			tc.prepare(t, src)
 			tmp := filepath.Join(dir, "tmp", "n")
-			err := LinkTemp(src, tmp, tc.size, nil)
+			err := LinkTemp(src, nil, tmp, tc.size, nil)
 			if err == nil {
 				t.Fatal("linked")
 			}
@@ -191,7 +191,7 @@ func TestLinkAcrossFileSystems(t *testing.T) {
 	maildir(t, dir)
 	src := filepath.Join(shm, "claim")
 	os.WriteFile(src, []byte("hello"), 0o600)
-	err = (*Batch)(nil).Link(src, 5, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n")
+	err = (*Batch)(nil).Link(src, nil, 5, filepath.Join(dir, "tmp"), "n", filepath.Join(dir, "new"), "n")
 	if !errors.Is(err, syscall.EXDEV) {
 		t.Fatalf("err = %v, want EXDEV", err)
 	}
@@ -232,13 +232,13 @@ func TestLinkDataSync(t *testing.T) {
 		events = nil
 	}
 
-	if err := (*Batch)(nil).Link(write("a"), -1, tmpDir, "a", newDir, "a"); err != nil {
+	if err := (*Batch)(nil).Link(write("a"), nil, -1, tmpDir, "a", newDir, "a"); err != nil {
 		t.Fatal(err)
 	}
 	check("no batch", "data a in new/ no", "folder new")
 
 	var b Batch
-	if err := b.Link(write("b"), -1, tmpDir, "b", newDir, "b"); err != nil {
+	if err := b.Link(write("b"), nil, -1, tmpDir, "b", newDir, "b"); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.SyncData(filepath.Join(newDir, "a")); err != nil {
@@ -258,7 +258,7 @@ func TestLinkDataSync(t *testing.T) {
 	check("batch, second Sync")
 
 	var c Batch
-	if err := c.Link(write("c"), -1, tmpDir, "c", newDir, "c"); err != nil {
+	if err := c.Link(write("c"), nil, -1, tmpDir, "c", newDir, "c"); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
@@ -284,11 +284,11 @@ func TestLinkFile(t *testing.T) {
 	tmpDir, newDir := filepath.Join(dir, "tmp"), filepath.Join(dir, "new")
 
 	var b Batch
-	if err := b.LinkFile(f, 4, tmpDir, "refused", newDir, "refused"); !errors.Is(err, ErrNotLinkable) {
+	if err := b.Link(src, f, 4, tmpDir, "refused", newDir, "refused"); !errors.Is(err, ErrNotLinkable) {
 		t.Fatalf("wrong size: %v, want ErrNotLinkable", err)
 	}
 	open("after a refusal")
-	if err := b.LinkFile(f, 5, tmpDir, "n", newDir, "n"); err != nil {
+	if err := b.Link(src, f, 5, tmpDir, "n", newDir, "n"); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := os.Stat(src)
@@ -312,7 +312,7 @@ func TestLinkFile(t *testing.T) {
 	// Without a batch, on a second file (the first has two names now, which a link
 	// refuses).
 	src2, f := openHello(t, dir, "claim2")
-	if err := (*Batch)(nil).LinkFile(f, 5, tmpDir, "m", newDir, "m"); err != nil {
+	if err := (*Batch)(nil).Link(src2, f, 5, tmpDir, "m", newDir, "m"); err != nil {
 		t.Fatal(err)
 	}
 	open("after a link without a batch")
@@ -334,7 +334,7 @@ func TestLinkReplacedName(t *testing.T) {
 		t.Fatal(err)
 	}
 	tmp := filepath.Join(dir, "tmp", "n")
-	if err := LinkTempFile(f, tmp, 5, nil); !errors.Is(err, ErrNotLinkable) {
+	if err := LinkTemp(src, f, tmp, 5, nil); !errors.Is(err, ErrNotLinkable) {
 		t.Fatalf("replaced name: %v, want ErrNotLinkable", err)
 	}
 	if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
