@@ -133,18 +133,20 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 		}
 		return "removed", os.Remove(path)
 	})}
+	openByName := func() (io.ReadCloser, error) { return openRegular(path) }
+	open := openByName
+	if f != nil {
+		// Every reader reads f from its first byte (pread), without opening the file
+		// again; the reader's Close leaves f open.
+		open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, 0, math.MaxInt64)), nil }
+	}
 	h.Msg = importer.Message{
 		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
-		Open: func() (io.ReadCloser, error) { return openRegular(path) },
+		Open: open,
 		// The claimed file is never written again, only removed or moved to
 		// Imported/: a delivery may be the file itself, linked.
 		Path: path,
 		File: f,
-	}
-	if f != nil {
-		// Every reader reads f from its first byte (pread), without opening the file
-		// again; the reader's Close leaves f open.
-		h.Msg.Open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, 0, math.MaxInt64)), nil }
 	}
 	// The deliveries' folder fsyncs and linked copies' data syncs wait until every
 	// copy is in place, shared with the other files in flight (durable.SyncDir).
@@ -172,7 +174,7 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 	if out == intake.Retry && (res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial) {
 		// Kept for the next attempt, after f is closed: only its names are used.
 		msg := h.Msg
-		msg.File, msg.Open = nil, func() (io.ReadCloser, error) { return openRegular(path) }
+		msg.File, msg.Open = nil, openByName
 		return out, &delivered{msg: msg, res: res}
 	}
 	return out, last

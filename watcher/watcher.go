@@ -89,14 +89,15 @@ func skipName(name string) bool {
 // (refused, EACCES) mxdrop neither owns the file nor has CAP_LEASE (fcntl(2)); then only
 // the settle time tells.
 func noWriter(path string) (free, ok, refused bool) {
-	free, ok, refused, _ = leaseCheck(path, nil)
+	var st unix.Stat_t
+	free, ok, refused, _ = leaseCheck(path, &st)
 	return free, ok, refused
 }
 
-// leaseCheck is noWriter that also fills st, when not nil, from the descriptor it
-// leased, so that the event loop needs no lstat of its own. opened is false when path
-// could not be opened (gone, a symbolic link, a socket): st is then unset, and what
-// the entry is must be asked by name. An entry that is not a regular file is never free.
+// leaseCheck is noWriter that also fills st from the descriptor it leased, so that
+// the event loop needs no lstat of its own. opened is false when path could not be
+// opened (gone, a symbolic link, a socket): st is then unset, and what the entry is
+// must be asked by name. An entry that is not a regular file is never free.
 func leaseCheck(path string, st *unix.Stat_t) (free, ok, refused, opened bool) {
 	// The descriptor is only for the lease, taken with the system calls alone: this
 	// runs on the event loop for every file, and os.OpenFile would also register it
@@ -115,9 +116,6 @@ func leaseCheck(path string, st *unix.Stat_t) (free, ok, refused, opened bool) {
 	// Closing the descriptor gives the lease up (fcntl(2): a lease belongs to its open
 	// file description), so no F_UNLCK is needed: one system call fewer for every file.
 	defer unix.Close(fd)
-	if st == nil {
-		st = new(unix.Stat_t)
-	}
 	if err := unix.Fstat(fd, st); err != nil {
 		return false, true, false, false
 	}

@@ -275,6 +275,11 @@ func newDirSyncer() *dirSyncer {
 func (s *dirSyncer) expect(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.addComing(n)
+}
+
+// addComing is expect with s.mu held.
+func (s *dirSyncer) addComing(n int) {
 	s.coming += n
 	if s.coming <= 0 {
 		s.coming = 0
@@ -286,11 +291,8 @@ func (s *dirSyncer) expect(n int) {
 func (s *dirSyncer) sync(dir string, batch bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if batch && s.coming > 0 {
-		s.coming--
-		if s.coming == 0 {
-			s.cond.Broadcast()
-		}
+	if batch {
+		s.addComing(-1) // this Batch has arrived
 	}
 	s.seq++
 	ticket := s.seq
