@@ -9,7 +9,7 @@ import (
 // Watch modes of a connector's drop folder (the connector key watch).
 const (
 	WatchAuto   = "auto"   // events on local file systems, poll on network and FUSE ones
-	WatchEvents = "events" // fsnotify (inotify) only, with the safety-net rescan
+	WatchEvents = "events" // inotify only, with the safety-net rescan
 	WatchPoll   = "poll"   // list the folder every poll_interval, events kept for local writers
 )
 

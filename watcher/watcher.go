@@ -1,10 +1,11 @@
 // Package watcher feeds the importer from MTA drop folders. It watches every active
-// connector's drop folder with fsnotify (new/ when the drop folder is a Maildir), takes
-// each file once it is complete, claims it by an atomic rename into this instance's
-// claims folder, imports it, and acknowledges it only after every delivery and DSN is
-// durable. Start-up scans, a periodic rescan and a rescan on fsnotify's queue overflow
-// make sure no file is ever left behind; claims of dead instances are adopted and
-// finished as recovered messages, so a crash loses nothing and delivers nothing twice.
+// connector's drop folder with inotify (new/ when the drop folder is a Maildir), takes
+// each file once it is complete (renamed in, or written in place and no longer open for
+// writing), claims it by an atomic rename into this instance's claims folder, imports
+// it, and acknowledges it only after every delivery and DSN is durable. Start-up scans,
+// a periodic rescan and a rescan on inotify's queue overflow make sure no file is ever
+// left behind; claims of dead instances are adopted and finished as recovered messages,
+// so a crash loses nothing and delivers nothing twice.
 package watcher
 
 import (
@@ -19,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
 
 	"github.com/mxdrop/mxdrop/importer/intake"
@@ -154,18 +154,13 @@ type pendingFile struct {
 func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	dir := c.watchDir()
 	maildir := c.isMaildir(dir)
-	// Buffered: with fsnotify's unbuffered channel its reader blocked on every event
-	// until this loop took it, and had to be woken again for the next one (two
-	// goroutine wake-ups per file, on two cores a millisecond at worst). The buffer
-	// holds at most 1,024 events (a name and an operation each).
-	fsw, err := fsnotify.NewBufferedWatcher(1024)
+	// The events wait in a buffer for the loop (at most 1,024, a name and an operation
+	// each), so the reader is not woken again for every one.
+	dw, err := newDirWatch(dir, 1024)
 	if err != nil {
-		return fmt.Errorf("start fsnotify: %w", err)
+		return err
 	}
-	defer fsw.Close()
-	if err := fsw.Add(dir); err != nil {
-		return fmt.Errorf("watch %s: %w", dir, err)
-	}
+	defer dw.Close()
 	if err := checkWritable(dir); err != nil {
 		return err
 	}
@@ -299,13 +294,19 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 	regular := func(name string, fi os.FileInfo) bool {
 		return m.regular(c, filepath.Join(dir, name), fi.Mode())
 	}
+	// complete offers a file that is complete by convention: renamed into the folder,
+	// or in a Maildir's new/. Only what it is needs looking at.
+	complete := func(name string) {
+		path := filepath.Join(dir, name)
+		if fi, err := os.Lstat(path); err != nil || !regular(name, fi) {
+			return
+		}
+		offer(path, true)
+	}
 	note := func(name string, wrote bool) {
 		path := filepath.Join(dir, name)
 		if maildir {
-			if fi, err := os.Lstat(path); err != nil || !regular(name, fi) {
-				return
-			}
-			offer(path, true)
+			complete(name)
 			return
 		}
 		if p, ok := pending[name]; ok || wrote {
@@ -346,41 +347,40 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			return nil
 		case err := <-scanErr:
 			return err
-		case ev, ok := <-fsw.Events:
-			if !ok {
-				return errors.New("fsnotify closed")
-			}
-			if ev.Name == dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+		case ev := <-dw.events:
+			switch ev.op {
+			case opFolderGone:
 				return fmt.Errorf("drop folder %s went away", dir)
-			}
-			name := filepath.Base(ev.Name)
-			if !maildir && name == "new" && ev.Has(fsnotify.Create) && c.watchDir() != dir {
-				return errBecameMaildir
-			}
-			if skipName(name) || filepath.Dir(ev.Name) != dir {
+			case opOverflow:
+				c.Log.Warn().Str("folder", dir).Msg("inotify queue overflow: rescanning")
+				requestScan()
 				continue
 			}
-			switch {
-			case ev.Has(fsnotify.Create):
+			name := ev.name
+			if !maildir && name == "new" && (ev.op == opCreate || ev.op == opMovedIn) && c.watchDir() != dir {
+				return errBecameMaildir
+			}
+			if skipName(name) {
+				continue
+			}
+			switch ev.op {
+			case opMovedIn:
+				// A file renamed in replaces whatever had the name, and is complete:
+				// its writer wrote it elsewhere (README: drop folders).
+				delete(pending, name)
+				complete(name)
+			case opCreate:
 				note(name, false)
-			case ev.Has(fsnotify.Write):
+			case opWrite:
 				if _, ok := pending[name]; !ok {
 					c.Log.Debug().Str("file", name).Msg("file written in place: waiting for it to settle")
 				}
 				note(name, true)
-			case ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename):
+			case opGone:
 				delete(pending, name)
 			}
-		case err, ok := <-fsw.Errors:
-			if !ok {
-				return errors.New("fsnotify closed")
-			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				c.Log.Warn().Str("folder", dir).Msg("fsnotify queue overflow: rescanning")
-				requestScan()
-				continue
-			}
-			c.Log.Warn().Err(err).Str("folder", dir).Msg("fsnotify error")
+		case err := <-dw.errs:
+			return err
 		case name := <-young:
 			if _, ok := pending[name]; !ok {
 				pending[name] = &pendingFile{changed: time.Now()}
