@@ -76,3 +76,20 @@ func linkOpen(f *os.File, src, tmp string) (byDescriptor bool, err error) {
 	}
 	return false, os.Link(src, tmp)
 }
+
+// linkDescriptor links the file open as f to dst through its descriptor (see
+// linkOpen). ok is false, with no error, when the link was not made for a reason the
+// caller can go around: no right to link a descriptor or f without a name (ENOENT,
+// EPERM), or a name at dst already (EEXIST).
+func linkDescriptor(f *os.File, dst string) (ok bool, err error) {
+	err = ignoringEINTR(func() error {
+		return unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH)
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EPERM), errors.Is(err, unix.EEXIST):
+		return false, nil
+	}
+	return false, err
+}

@@ -351,3 +351,69 @@ func TestLinkReplacedName(t *testing.T) {
 		t.Error("a file without a name turned links through descriptors off")
 	}
 }
+
+// TestLinkStraightIntoPlace: a file linked through its descriptor gets its delivered
+// name at once, without a temporary name (its tmp folder need not even exist); where
+// the descriptor cannot be linked, or the delivered name is taken, the link goes
+// through tmp/ as before and the delivered name ends up the source's inode.
+func TestLinkStraightIntoPlace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("links through descriptors are certain with CAP_DAC_READ_SEARCH only (root)")
+	}
+	dir := t.TempDir()
+	maildir(t, dir)
+	newDir := filepath.Join(dir, "new")
+	missing := filepath.Join(dir, "no-tmp")
+	same := func(src, name string) {
+		t.Helper()
+		a, _ := os.Stat(src)
+		d, err := os.Stat(filepath.Join(newDir, name))
+		if err != nil || !os.SameFile(a, d) {
+			t.Errorf("new/%s is not a second name of %s (%v)", name, filepath.Base(src), err)
+		}
+	}
+
+	var b Batch
+	src, f := openHello(t, dir, "claim")
+	if err := b.Link(src, f, 5, missing, "n", newDir, "n"); err != nil {
+		t.Fatalf("link through the descriptor with no tmp folder: %v", err)
+	}
+	same(src, "n")
+	if got := b.Pending(); len(got) != 1 || got[0] != newDir {
+		t.Errorf("folders to sync: %v, want only %s", got, newDir)
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The delivered name taken (an earlier attempt's): through tmp/, which replaces it.
+	src2, f2 := openHello(t, dir, "claim2")
+	helloFile(t, newDir, "m")
+	if err := b.Link(src2, f2, 5, missing, "m", newDir, "m"); err == nil {
+		t.Fatal("name taken and no tmp folder: linked anyway")
+	}
+	tmpDir := filepath.Join(dir, "tmp")
+	if err := b.Link(src2, f2, 5, tmpDir, "m", newDir, "m"); err != nil {
+		t.Fatal(err)
+	}
+	same(src2, "m")
+
+	// Links through descriptors off (a kernel that refuses them): through tmp/.
+	noLinkByDescriptor.Store(true)
+	defer noLinkByDescriptor.Store(false)
+	src3, f3 := openHello(t, dir, "claim3")
+	if err := b.Link(src3, f3, 5, missing, "k", newDir, "k"); err == nil {
+		t.Fatal("descriptor links off and no tmp folder: linked anyway")
+	}
+	if err := b.Link(src3, f3, 5, tmpDir, "k", newDir, "k"); err != nil {
+		t.Fatal(err)
+	}
+	same(src3, "k")
+	if entries, _ := os.ReadDir(tmpDir); len(entries) != 0 {
+		t.Errorf("tmp/ keeps %d entries", len(entries))
+	}
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+}
