@@ -18,9 +18,10 @@ import (
 // deliverer which links, as mxdrop does for these messages, must do for each message,
 // in mxdrop's order, on this machine and at this moment. For each file renamed into
 // the drop folder, on a goroutine of its own woken by a blocking inotify read, it
-// opens the file, hard-links it into tmp/ and renames that into new/ (the message is
-// visible), then fdatasyncs it (as mxdrop does before it lets a drop file go; see
-// durable.LinkTemp) and removes the drop file.
+// opens the file, hard-links it through the descriptor straight into new/ (the message
+// is visible; durable.Batch.Link does the same where the kernel allows it), then
+// fdatasyncs it (as mxdrop does before it lets a drop file go; see durable.LinkTemp)
+// and removes the drop file.
 //
 // It does less than mxdrop, on purpose: it reads no header, matches no recipient,
 // claims nothing, logs nothing, bounds nothing, and never fsyncs new/ (mxdrop must
@@ -78,12 +79,10 @@ func deliverReference(src, maildir, unique string) error {
 		return fmt.Errorf("open %s: %w", src, err)
 	}
 	defer unix.Close(fd)
-	tmp := filepath.Join(maildir, "tmp", unique)
-	if err := unix.Link(src, tmp); err != nil {
+	// Root may link a descriptor (CAP_DAC_READ_SEARCH), and so may the process that
+	// opened the file since Linux 6.10.
+	if err := unix.Linkat(fd, "", unix.AT_FDCWD, filepath.Join(maildir, "new", unique), unix.AT_EMPTY_PATH); err != nil {
 		return fmt.Errorf("link %s: %w", src, err)
-	}
-	if err := unix.Rename(tmp, filepath.Join(maildir, "new", unique)); err != nil {
-		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	if err := unix.Fdatasync(fd); err != nil {
 		return fmt.Errorf("fdatasync %s: %w", src, err)
