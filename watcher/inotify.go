@@ -27,7 +27,6 @@ const (
 	opCreate     dirOp = iota + 1 // created in the folder (IN_CREATE)
 	opMovedIn                     // renamed into the folder (IN_MOVED_TO)
 	opWrite                       // written (IN_MODIFY)
-	opGone                        // removed or renamed away (IN_DELETE, IN_MOVED_FROM)
 	opFolderGone                  // the folder itself was removed, renamed or unmounted
 	opOverflow                    // the kernel's queue overflowed: events were lost
 )
@@ -40,8 +39,6 @@ func (o dirOp) String() string {
 		return "moved-in"
 	case opWrite:
 		return "write"
-	case opGone:
-		return "gone"
 	case opFolderGone:
 		return "folder-gone"
 	case opOverflow:
@@ -58,12 +55,14 @@ type dirEvent struct {
 	isDir bool
 }
 
-// watchMask asks for what the event loop uses, nothing more: no IN_ATTRIB (a writer's
-// chmod), no opens or closes, each of which would wake the loop once per file.
-// IN_EXCL_UNLINK drops events of files already unlinked (a claimed file is renamed
-// away, not unlinked, but a writer's removed temporary file still is one).
-const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MODIFY | unix.IN_DELETE |
-	unix.IN_MOVED_FROM | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_EXCL_UNLINK
+// watchMask asks for what the event loop uses, nothing more, since every event wakes
+// the reader and the loop: no IN_ATTRIB (a writer's chmod), no opens or closes, and no
+// removals or renames away (IN_DELETE, IN_MOVED_FROM). mxdrop's own claim of every file
+// is such a rename; a file written in place that goes away before it has settled is
+// dropped from the waiting list at the next settle tick, which finds it gone.
+// IN_EXCL_UNLINK: nor the writes to a file already removed that a writer still has open.
+const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MODIFY |
+	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_EXCL_UNLINK
 
 // errInotifyShort is a read that ends inside an event: the kernel returns whole events
 // only, so it means a broken buffer.
@@ -113,8 +112,6 @@ func eventOf(mask uint32, name string) (dirEvent, bool) {
 		ev.op = opCreate
 	case mask&unix.IN_MODIFY != 0:
 		ev.op = opWrite
-	case mask&(unix.IN_DELETE|unix.IN_MOVED_FROM) != 0:
-		ev.op = opGone
 	default:
 		return dirEvent{}, false
 	}

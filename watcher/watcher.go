@@ -376,8 +376,6 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 					c.Log.Debug().Str("file", name).Msg("file written in place: waiting for it to settle")
 				}
 				note(name, true)
-			case opGone:
-				delete(pending, name)
 			}
 		case err := <-dw.errs:
 			return err
