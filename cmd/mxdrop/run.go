@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -181,6 +182,7 @@ func cmdRun(configPath string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	setProcs()
 	log := newLogger(cfg, stderr)
 	tokens, err := oauth.NewSources(cfg, oauth.Options{Logger: log})
 	if err != nil {
@@ -364,7 +366,7 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 		}()
 	}
 	logStartup(log, a.cfg)
-	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Msg("mxdrop started")
+	log.Info().Str("version", versionString()).Int("connectors", len(a.connectors)).Int("workers", a.cfg.Workers).Int("go_procs", runtime.GOMAXPROCS(0)).Msg("mxdrop started")
 	sdNotify("READY=1")
 	go func() {
 		<-ctx.Done()
