@@ -52,16 +52,16 @@ var ErrNotLinkable = errors.New("file cannot be delivered by a hard link")
 //     remove the drop file's name and free an inode still named in new/.
 //   - With a Batch the data sync comes after the rename, so that the copy is visible
 //     without waiting for the disk (the latency of a drop file is its claim, its header
-//     and one directory operation, two where the link is made by name: Batch.Link). A copy written by mxdrop is never visible before
-//     its data is durable (WriteTemp); a linked one is the drop file itself: until the
-//     sync a power loss can take the same bytes from its delivered name and from its
-//     claimed name, and the claim, not acknowledged yet, is imported again at the next
-//     start, which finds the delivered name and syncs it before it acknowledges. Only a
-//     drop file its writer never synced can lose bytes that way, and it would lose them
-//     just the same in the drop folder. Its size then changes, so the next import sees
-//     a new identity whose delivery name was never used; the importer finds the linked
-//     copy by its inode instead (the claim still has two names) and does not deliver
-//     it again.
+//     and one directory operation, two where the link is made by name: Batch.Link). A
+//     copy written by mxdrop is never visible before its data is durable (WriteTemp); a
+//     linked one is the drop file itself: until the sync a power loss can take the same
+//     bytes from its delivered name and from its claimed name, and the claim, not
+//     acknowledged yet, is imported again at the next start, which finds the delivered
+//     name and syncs it before it acknowledges. Only a drop file its writer never
+//     synced can lose bytes that way, and it would lose them just the same in the drop
+//     folder. Its size then changes, so the next import sees a new identity whose
+//     delivery name was never used; the importer finds the linked copy by its inode
+//     instead (the claim still has two names) and does not deliver it again.
 //
 // References: fsync(2) and fdatasync(2), link(2), rename(2); ext4's jbd2 commits a transaction as a
 // whole (Documentation/filesystems/ext4 "data=ordered"; ext4_sync_file); XFS
@@ -95,18 +95,9 @@ func linkTemp(f *os.File, own bool, src, tmp string, size int64, b *Batch) (err 
 			f.Close()
 		}
 	}()
-	fi, err := f.Stat()
+	fi, err := prepareLink(f, size, b)
 	if err != nil {
-		return fmt.Errorf("stat file to link: %w", err)
-	}
-	if err := linkable(fi, size); err != nil {
 		return err
-	}
-	if b == nil {
-		// No batch: durable before the second name exists.
-		if err := syncData(f); err != nil {
-			return fmt.Errorf("fdatasync: %w", err)
-		}
 	}
 	byDescriptor, err := linkOpen(f, src, tmp)
 	if errors.Is(err, os.ErrExist) {
@@ -141,6 +132,24 @@ func linkTemp(f *os.File, own bool, src, tmp string, size int64, b *Batch) (err 
 		f = nil
 	}
 	return nil
+}
+
+// prepareLink checks that the file open as f may be linked (linkable) and, without a
+// batch, makes its data durable before it gets a second name. It returns f's status.
+func prepareLink(f *os.File, size int64, b *Batch) (os.FileInfo, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat file to link: %w", err)
+	}
+	if err := linkable(fi, size); err != nil {
+		return nil, err
+	}
+	if b == nil {
+		if err := syncData(f); err != nil {
+			return nil, fmt.Errorf("fdatasync: %w", err)
+		}
+	}
+	return fi, nil
 }
 
 // noLinkByDescriptor is set once the kernel has refused this process a link through a
@@ -185,12 +194,11 @@ func linkable(fi os.FileInfo, size int64) error {
 // at once and tmpDir is not used: tmp/ is where the Maildir protocol has a file written
 // until it is complete, and src is complete and is the very file that was checked, so
 // its link into dir is as atomic for a reader as the rename (link(2) makes the whole
-// entry or none). It spares each delivery a rename between two folders, which takes
-// the file system's rename lock (s_vfs_rename_mutex) that every such rename waits for,
-// the claims' included: in off-CPU profiles at 2,000 files/s it was where the claims
-// waited longest before a message was visible. The durability argument of LinkTemp
-// holds unchanged: the fsync of dir commits the link (journaled file systems) or
-// writes dir's blocks (without a journal).
+// entry or none). It spares each delivery a system call and a rename between two
+// folders, which takes the file system's rename lock (s_vfs_rename_mutex), the lock the
+// claims' renames wait for too. The durability argument of LinkTemp holds unchanged:
+// the fsync of dir commits the link (journaled file systems) or writes dir's blocks
+// (without a journal).
 func (b *Batch) Link(src string, f *os.File, size int64, tmpDir, tmpName, dir, name string) error {
 	if f != nil {
 		linked, err := linkFinal(f, src, filepath.Join(dir, name), size, b)
@@ -225,17 +233,8 @@ func linkFinal(f *os.File, src, dst string, size int64, b *Batch) (linked bool, 
 	if noLinkByDescriptor.Load() {
 		return false, nil
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		return false, fmt.Errorf("stat file to link: %w", err)
-	}
-	if err := linkable(fi, size); err != nil {
+	if _, err := prepareLink(f, size, b); err != nil {
 		return false, err
-	}
-	if b == nil {
-		if err := syncData(f); err != nil {
-			return false, fmt.Errorf("fdatasync: %w", err)
-		}
 	}
 	ok, err := linkDescriptor(f, dst)
 	if !ok || err != nil {

@@ -358,7 +358,7 @@ func TestLinkReplacedName(t *testing.T) {
 // through tmp/ as before and the delivered name ends up the source's inode.
 func TestLinkStraightIntoPlace(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("links through descriptors are certain with CAP_DAC_READ_SEARCH only (root)")
+		testenv.Unavailable(t, "links through descriptors are certain with CAP_DAC_READ_SEARCH only (root)")
 	}
 	dir := t.TempDir()
 	maildir(t, dir)
