@@ -22,8 +22,11 @@ type daemon struct {
 	cmd *exec.Cmd
 }
 
-func (b *bench) startDaemon(cfg string) (*daemon, error) {
-	cmd := exec.Command(b.bin, "--config", cfg, "run")
+func (b *bench) startDaemon(cfg string) (*daemon, error) { return startDaemonBin(b.bin, cfg) }
+
+// startDaemonBin starts the mxdrop binary bin as a daemon over cfg.
+func startDaemonBin(bin, cfg string) (*daemon, error) {
+	cmd := exec.Command(bin, "--config", cfg, "run")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -71,13 +74,26 @@ func (b *bench) latency(rate, backlog, runs int) error {
 		return err
 	}
 	// mxdrop and the reference deliverer (reference.go) take turns, each going first in
-	// every other pair, so that the noise of a shared machine reaches both alike.
-	startMxdrop := func() (*daemon, error) { return b.startDaemon(cfg) }
-	var p50s, p99s, refP50s, refP99s []time.Duration
-	var ratios []float64
+	// its share of the runs, so that the noise of a shared machine reaches both alike.
+	// A -compare build takes its turn in the same rotation: a build against another in
+	// the same minutes, each beside the same machine's floor.
+	type side struct {
+		label      string
+		start      func() (*daemon, error)
+		p50s, p99s []time.Duration
+	}
+	sides := []*side{
+		{label: "mxdrop", start: func() (*daemon, error) { return b.startDaemon(cfg) }},
+		{label: "reference", start: b.startReference},
+	}
+	if b.compare != "" {
+		sides = append(sides, &side{label: "compare", start: func() (*daemon, error) { return startDaemonBin(b.compare, cfg) }})
+	}
+	mx, ref := sides[0], sides[1]
+	var ratios, cratios []float64
 	for r := 0; r < max(runs, 1); r++ {
-		var p50, p99, refP50, refP99 time.Duration
-		for _, ref := range []bool{r%2 == 1, r%2 == 0} {
+		for k := range sides {
+			s := sides[(r+k)%len(sides)]
 			// A new new/ for each measurement, the used one renamed aside, and the
 			// file system synced: the one before leaves no deletions or writeback to
 			// this one, and every one starts from the same state (the first used to be
@@ -87,24 +103,33 @@ func (b *bench) latency(rate, backlog, runs int) error {
 			}
 			syscall.Sync()
 			time.Sleep(time.Second)
-			var err error
-			if ref {
-				refP50, refP99, err = b.measureLatency(b.startReference, "reference", drop, maildir, rate)
-			} else {
-				p50, p99, err = b.measureLatency(startMxdrop, "mxdrop", drop, maildir, rate)
-			}
+			p50, p99, err := b.measureLatency(s.start, s.label, drop, maildir, rate)
 			if err != nil {
 				return err
 			}
+			s.p50s, s.p99s = append(s.p50s, p50), append(s.p99s, p99)
 		}
-		p50s, p99s = append(p50s, p50), append(p99s, p99)
-		refP50s, refP99s = append(refP50s, refP50), append(refP99s, refP99)
-		ratios = append(ratios, float64(p99)/float64(refP99))
+		ratios = append(ratios, float64(mx.p99s[r])/float64(ref.p99s[r]))
+		if b.compare != "" {
+			cratios = append(cratios, float64(sides[2].p99s[r])/float64(mx.p99s[r]))
+		}
 	}
 	fmt.Printf("latency at %d msg/s, median of %d runs: mxdrop median %v, p99 %v; reference median %v, p99 %v\n",
-		rate, len(p99s), medianDur(p50s), medianDur(p99s), medianDur(refP50s), medianDur(refP99s))
+		rate, len(mx.p99s), medianDur(mx.p50s), medianDur(mx.p99s), medianDur(ref.p50s), medianDur(ref.p99s))
 	sort.Float64s(ratios)
 	fmt.Printf("p99 mxdrop/reference: %.2f (median of %d pairs, %.2f-%.2f)\n", median(ratios), len(ratios), ratios[0], ratios[len(ratios)-1])
+	if b.compare != "" {
+		c := sides[2]
+		lower := 0
+		for _, x := range cratios {
+			if x < 1 {
+				lower++
+			}
+		}
+		sort.Float64s(cratios)
+		fmt.Printf("compare %s: median %v, p99 %v; p99 compare/mxdrop: %.2f (median of %d runs, %.2f-%.2f), lower in %d of %d\n",
+			b.compare, medianDur(c.p50s), medianDur(c.p99s), median(cratios), len(cratios), cratios[0], cratios[len(cratios)-1], lower, len(cratios))
+	}
 
 	if backlog == 0 {
 		return nil // latency only

@@ -57,6 +57,7 @@ func main() {
 	firstCycle := flag.Bool("first-cycle", false, "pollers mode: measure mxdrop's first cycle with a new state instead of a poller that has run before")
 	share := flag.Bool("share", false, "latency mode: the drop folder is a bindfs (FUSE) mount written on its backing side, as by another host; reports rename-to-new/ latency and idle CPU")
 	idle := flag.Duration("idle", 20*time.Second, "latency -share: how long the idle daemon's CPU is measured")
+	compare := flag.String("compare", "", "latency mode: a second mxdrop binary (another build), measured in every run beside -mxdrop and the reference, in turns; prints its p99 over mxdrop's per run")
 	writerFsync := flag.Bool("writer-fsync", false, "latency mode: fsync each file before renaming it into the drop folder, from 16 writers, as Postfix virtual(8) does")
 	flag.Parse()
 
@@ -92,7 +93,7 @@ func main() {
 		}
 	}
 	b := &bench{dir: abs, bin: *bin, n: *n, size: *size, workers: *workers, primeMxdrop: !*firstCycle,
-		tools: *tools, wrapMxdrop: strings.Fields(*wrap), writerFsync: *writerFsync}
+		tools: *tools, wrapMxdrop: strings.Fields(*wrap), writerFsync: *writerFsync, compare: *compare}
 	switch *mode {
 	case "once":
 		err = b.once()

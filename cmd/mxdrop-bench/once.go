@@ -27,7 +27,8 @@ type bench struct {
 	wrapMxdrop  []string // a command (and arguments) to run mxdrop under
 
 	// latency mode
-	writerFsync bool // the generator fsyncs each file before its rename (Postfix virtual)
+	writerFsync bool   // the generator fsyncs each file before its rename (Postfix virtual)
+	compare     string // a second mxdrop binary measured in the same runs, or ""
 }
 
 // message returns message i, padded to about size bytes.
