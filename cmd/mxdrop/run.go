@@ -301,7 +301,7 @@ func runDaemon(m *watcher.Manager, a *app, bouncer *bounce.Bouncer, mt *metrics,
 		}
 	}()
 	if configPath != "" {
-		go watchConfigFile(ctx, configPath, reload, log)
+		watchConfigFile(ctx, configPath, reload, log)
 	}
 	running := a.cfg
 	// The LMTP pool of the running generation: a reload replaces it, and it is closed
@@ -418,7 +418,9 @@ func (g *pollerGroup) stop() {
 }
 
 // watchConfigFile asks for a reload when the configuration file changes. It watches the
-// folder, because editors and configuration managers replace the file by a rename.
+// folder, because editors and configuration managers replace the file by a rename. The
+// watch is in place when it returns (before mxdrop reports that it started, so a change
+// made after that is never missed); its events are read on a goroutine until ctx ends.
 func watchConfigFile(ctx context.Context, path string, reload chan<- string, log zerolog.Logger) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -429,42 +431,45 @@ func watchConfigFile(ctx context.Context, path string, reload chan<- string, log
 		log.Warn().Err(err).Msg("cannot watch the configuration file; reload with SIGHUP")
 		return
 	}
-	defer w.Close()
 	if err := w.Add(filepath.Dir(abs)); err != nil {
+		w.Close()
 		log.Warn().Err(err).Msg("cannot watch the configuration file; reload with SIGHUP")
 		return
 	}
-	var timer *time.Timer
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-w.Events:
-			if !ok {
+	go func() {
+		defer w.Close()
+		var timer *time.Timer
+		for {
+			select {
+			case <-ctx.Done():
 				return
-			}
-			if ev.Name != abs || !ev.Has(fsnotify.Write|fsnotify.Create|fsnotify.Rename) {
-				continue
-			}
-			// Editors write in several steps: reload once the file has been quiet.
-			if timer != nil {
-				timer.Stop()
-			}
-			timer = time.AfterFunc(200*time.Millisecond, func() {
-				select {
-				case reload <- "config_file_changed":
-				default:
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
 				}
-			})
-		case err, ok := <-w.Errors:
-			if !ok {
-				return
-			}
-			if !errors.Is(err, fsnotify.ErrEventOverflow) {
-				log.Warn().Err(err).Msg("configuration file watch")
+				if ev.Name != abs || !ev.Has(fsnotify.Write|fsnotify.Create|fsnotify.Rename) {
+					continue
+				}
+				// Editors write in several steps: reload once the file has been quiet.
+				if timer != nil {
+					timer.Stop()
+				}
+				timer = time.AfterFunc(200*time.Millisecond, func() {
+					select {
+					case reload <- "config_file_changed":
+					default:
+					}
+				})
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				if !errors.Is(err, fsnotify.ErrEventOverflow) {
+					log.Warn().Err(err).Msg("configuration file watch")
+				}
 			}
 		}
-	}
+	}()
 }
 
 func cmdCheckConfig(configPath string, args []string, stdout, stderr io.Writer) error {
