@@ -50,9 +50,8 @@ func (o dirOp) String() string {
 // dirEvent is one event of a watched folder. name is empty for the folder's own
 // events (opFolderGone, opOverflow).
 type dirEvent struct {
-	op    dirOp
-	name  string
-	isDir bool
+	op   dirOp
+	name string
 }
 
 // watchMask asks for what the event loop uses, nothing more, since every event wakes
@@ -97,7 +96,7 @@ func parseInotify(buf []byte, emit func(dirEvent)) error {
 // eventOf maps one inotify mask to the event the loop acts on. A mask carries one
 // event; the order below only matters for masks the kernel does not produce.
 func eventOf(mask uint32, name string) (dirEvent, bool) {
-	ev := dirEvent{name: name, isDir: mask&unix.IN_ISDIR != 0}
+	ev := dirEvent{name: name}
 	switch {
 	case mask&unix.IN_Q_OVERFLOW != 0:
 		return dirEvent{op: opOverflow}, true

@@ -41,8 +41,8 @@ func TestParseInotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []dirEvent{
-		{opCreate, "a", false}, {opMovedIn, "b", false}, {opWrite, "c", false},
-		{opCreate, "new", true},
+		{opCreate, "a"}, {opMovedIn, "b"}, {opWrite, "c"},
+		{opCreate, "new"},
 		{op: opOverflow}, {op: opFolderGone}, {op: opFolderGone},
 	}
 	if len(got) != len(want) {

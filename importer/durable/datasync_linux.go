@@ -54,9 +54,7 @@ func ignoringEINTR(fn func() error) error {
 // and byDescriptor is false: src may have been replaced since the open.
 func linkOpen(f *os.File, src, tmp string) (byDescriptor bool, err error) {
 	if !noLinkByDescriptor.Load() {
-		err := ignoringEINTR(func() error {
-			return unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, tmp, unix.AT_EMPTY_PATH)
-		})
+		err := linkat(f, tmp)
 		if err == nil {
 			return true, nil
 		}
@@ -82,14 +80,19 @@ func linkOpen(f *os.File, src, tmp string) (byDescriptor bool, err error) {
 // caller can go around: no right to link a descriptor or f without a name (ENOENT,
 // EPERM), or a name at dst already (EEXIST).
 func linkDescriptor(f *os.File, dst string) (ok bool, err error) {
-	err = ignoringEINTR(func() error {
-		return unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH)
-	})
-	switch {
+	switch err = linkat(f, dst); {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EPERM), errors.Is(err, unix.EEXIST):
 		return false, nil
 	}
 	return false, err
+}
+
+// linkat gives the file open as f the name dst through its descriptor: linkat(2) with
+// AT_EMPTY_PATH.
+func linkat(f *os.File, dst string) error {
+	return ignoringEINTR(func() error {
+		return unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, dst, unix.AT_EMPTY_PATH)
+	})
 }
