@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -118,7 +119,9 @@ func eventOf(mask uint32, name string) (dirEvent, bool) {
 }
 
 // dirWatch is an inotify watch of one folder. Events are delivered on events, in
-// order; a read error ends the watch with one error on errs.
+// order; a read error ends the watch with one error on errs. Once SetTake has given it
+// a function, every event is first offered to that function on the reader's
+// goroutine, and only those it does not take go on to events.
 type dirWatch struct {
 	f      *os.File
 	events chan dirEvent
@@ -126,7 +129,14 @@ type dirWatch struct {
 	done   chan struct{}
 	ended  chan struct{}
 	closed sync.Once
+	take   atomic.Pointer[func(dirEvent) bool]
 }
+
+// SetTake has the reader hand each event to take before the events channel: an event
+// take returns true for is done with. take runs on the reader's goroutine, one event
+// at a time, in the kernel's order, so it must not block; the events it leaves keep
+// that order among themselves.
+func (w *dirWatch) SetTake(take func(dirEvent) bool) { w.take.Store(&take) }
 
 // inotifyBuffer is one read's buffer: room for 240 events of the longest name
 // (16 + 256 bytes), as many as 4,096 of short ones.
@@ -171,6 +181,9 @@ func (w *dirWatch) read() {
 		stop := false
 		err = parseInotify(buf[:n], func(ev dirEvent) {
 			if stop {
+				return
+			}
+			if take := w.take.Load(); take != nil && (*take)(ev) {
 				return
 			}
 			select {

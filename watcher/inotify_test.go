@@ -180,6 +180,74 @@ func TestDirWatch(t *testing.T) {
 	}
 }
 
+// TestDirWatchTake: the events a take function returns true for are taken on the
+// reader and never reach the events channel; the others reach it in the kernel's order.
+func TestDirWatchTake(t *testing.T) {
+	dir := t.TempDir()
+	w, err := newDirWatch(dir, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	took := make(chan dirEvent, 16)
+	w.SetTake(func(ev dirEvent) bool {
+		if ev.op == opMovedIn && ev.name[0] == 't' {
+			took <- ev
+			return true
+		}
+		return false
+	})
+	write := func(name string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename := func(from, to string) {
+		t.Helper()
+		if err := os.Rename(filepath.Join(dir, from), filepath.Join(dir, to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(".a") // create and write, then renamed in: taken
+	rename(".a", "taken")
+	write("inplace") // left: create, write
+	write(".b")      // left: create, write; its rename in is not taken (no "t")
+	rename(".b", "other")
+	want := []dirEvent{
+		{opCreate, ".a"}, {opWrite, ".a"},
+		{opCreate, "inplace"}, {opWrite, "inplace"},
+		{opCreate, ".b"}, {opWrite, ".b"}, {opMovedIn, "other"},
+	}
+	for i, wv := range want {
+		select {
+		case ev := <-w.events:
+			if ev != wv {
+				t.Fatalf("event %d: %v %q, want %v %q", i, ev.op, ev.name, wv.op, wv.name)
+			}
+		case err := <-w.errs:
+			t.Fatal(err)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("event %d (%v %q) never came", i, wv.op, wv.name)
+		}
+	}
+	select {
+	case ev := <-took:
+		if ev != (dirEvent{opMovedIn, "taken"}) {
+			t.Fatalf("took %v %q, want the rename in of taken", ev.op, ev.name)
+		}
+	default:
+		t.Fatal("the rename in of taken was not taken")
+	}
+	select {
+	case ev := <-w.events:
+		t.Fatalf("taken event also on the channel, or an extra one: %v %q", ev.op, ev.name)
+	case ev := <-took:
+		t.Fatalf("took %v %q as well", ev.op, ev.name)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 // TestRenamedInTakenAtOnce: a file renamed into the drop folder is complete by the
 // writers' convention and is taken without the write-lease check, even while a
 // descriptor its writer opened is still open; a file created in place is not taken
