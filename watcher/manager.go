@@ -227,6 +227,7 @@ func (m *Manager) runJob(j *job, pool *sync.WaitGroup) (detached bool) {
 
 func (m *Manager) doJob(j *job, detach func()) intake.Outcome {
 	path := j.path
+	stagePath(path, stageWorker)
 	if !j.claimed {
 		if m.intake.Err() != nil {
 			return intake.Skipped
@@ -250,6 +251,7 @@ func (m *Manager) doJob(j *job, detach func()) intake.Outcome {
 			return intake.Skipped
 		}
 		path = p
+		stagePath(path, stageClaimed)
 	}
 	// In-flight messages finish even when shutdown has begun.
 	out, last := j.conn.process(context.Background(), path, j.recovered, j.last, detach)
@@ -292,6 +294,7 @@ func (m *Manager) Run(ctx context.Context, conns []*Connector) error {
 	m.runs.Wait() // watchers have stopped offering
 	close(m.quit)
 	wg.Wait()
+	writeStages()
 	m.mu.Lock()
 	for _, cl := range m.claims {
 		cl.release()

@@ -154,6 +154,8 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 	defer batch.Close()
 	h.Msg.Batch = batch
 	h.Commit = func() error {
+		stagePath(path, stageVisible)
+		defer stagePath(path, stageSynced)
 		if detach != nil {
 			detach()
 		}

@@ -306,6 +306,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 			return false
 		}
 		if !skipName(ev.name) {
+			stage(ev.name, stageRead)
 			offer(filepath.Join(dir, ev.name), false)
 		}
 		return true
@@ -387,6 +388,7 @@ func (m *Manager) watch(ctx context.Context, c *Connector, cl *claims) error {
 				// A file renamed in replaces whatever had the name, and is complete:
 				// its writer wrote it elsewhere (README: drop folders).
 				delete(pending, name)
+				stage(name, stageRead)
 				complete(name)
 			case opCreate:
 				note(name, false)

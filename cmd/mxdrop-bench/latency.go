@@ -305,7 +305,15 @@ func (b *bench) backlogDaemon(cfg, drop, maildir string, n int) (float64, float6
 // drop is where the messages are written: the drop folder itself, or the backing
 // folder of a share the daemon sees through a mount.
 func (b *bench) measureLatency(start func() (*daemon, error), label, drop, maildir string, rate int) (p50, p99 time.Duration, err error) {
+	stages := ""
+	if b.stages && label != "reference" {
+		// The daemon inherits the variable; the benchmark itself never reads it.
+		stages = filepath.Join(b.dir, "stages-"+label+".txt")
+		os.Remove(stages)
+		os.Setenv("MXDROP_STAGES", stages)
+	}
 	d, err := start()
+	os.Unsetenv("MXDROP_STAGES")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -424,6 +432,9 @@ func (b *bench) measureLatency(start func() (*daemon, error), label, drop, maild
 	cpu := (ps.UserTime() + ps.SystemTime()) / time.Duration(b.n)
 	fmt.Printf("latency at %d msg/s, %-9s median %v, p99 %v, max %v; CPU %v per message, peak RSS %.1f MiB\n", rate, label+":", p50, p99,
 		lat[len(lat)-1].Round(10*time.Microsecond), cpu.Round(time.Microsecond), rss)
+	if stages != "" {
+		printStages(label, stages, sent, arrived)
+	}
 	return p50, p99, nil
 }
 

@@ -29,6 +29,7 @@ type bench struct {
 	// latency mode
 	writerFsync bool   // the generator fsyncs each file before its rename (Postfix virtual)
 	compare     string // a second mxdrop binary measured in the same runs, or ""
+	stages      bool   // latency mode: print the stage times of mxdrop builds that note them
 }
 
 // message returns message i, padded to about size bytes.
