@@ -64,7 +64,7 @@ func TestDetachedJobFreesWorker(t *testing.T) {
 	if n := m.Counts().Retry.Load(); n != 0 {
 		t.Errorf("%d retries: the first file's DSN timed out waiting for the second file", n)
 	}
-	if left, _ := filepath.Glob(filepath.Join(claimsRoot(c.DropFolder), "*", "*")); len(left) != 0 {
+	if left := ClaimedFiles(c.DropFolder); len(left) != 0 {
 		t.Errorf("claims left: %v", left)
 	}
 }

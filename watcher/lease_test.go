@@ -223,8 +223,8 @@ func TestAdoptAcrossHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(got) != 1 || filepath.Base(got[0]) != "m1" {
-		t.Fatalf("dead host's claim not adopted: %v", got)
+	if len(got) != 1 || got[0] != filepath.Join(mntB, claimName(b.tag, 0, "m1")) {
+		t.Fatalf("dead host's claim not adopted as b's: %v", got)
 	}
 	if waited := time.Since(start); waited < ttl-ttl/5 {
 		t.Errorf("adopted %s after the crash, before the lease of %s ran out", waited, ttl)

@@ -116,7 +116,7 @@ func TestDaemonLeavesWhatIsNotAFile(t *testing.T) {
 					t.Errorf("%s reported %d times at warn with its type, want once", name, n)
 				}
 			}
-			if claimed, _ := filepath.Glob(filepath.Join(claimsRoot(c.DropFolder), "*", "*")); len(claimed) != 0 {
+			if claimed := ClaimedFiles(c.DropFolder); len(claimed) != 0 {
 				t.Errorf("claimed: %v", claimed)
 			}
 		})

@@ -104,7 +104,7 @@ func identityOf(path string, fi os.FileInfo) (id string, size int64, mtime time.
 		ino = st.Ino
 	}
 	mtime = fi.ModTime()
-	id = filepath.Base(path) + "|" + strconv.FormatInt(fi.Size(), 10) + "|" +
+	id = OriginalName(path) + "|" + strconv.FormatInt(fi.Size(), 10) + "|" +
 		strconv.FormatInt(mtime.UnixNano(), 10) + "|" + strconv.FormatUint(ino, 10)
 	return id, fi.Size(), mtime
 }
@@ -129,7 +129,7 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 			return "", nil // moved to ImportFailed/ by the quarantine
 		}
 		if c.KeepImported {
-			return "kept", moveInto(filepath.Join(c.DropFolder, ImportedFolder), path)
+			return "kept", moveInto(filepath.Join(c.DropFolder, ImportedFolder), path, OriginalName(path))
 		}
 		return "removed", os.Remove(path)
 	})}
@@ -141,7 +141,7 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 		open = func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, 0, math.MaxInt64)), nil }
 	}
 	h.Msg = importer.Message{
-		ID: id, Name: filepath.Base(path), Size: size, Arrived: mtime, Recovered: recovered,
+		ID: id, Name: OriginalName(path), Size: size, Arrived: mtime, Recovered: recovered,
 		Open: open,
 		// The claimed file is never written again, only removed or moved to
 		// Imported/: a delivery may be the file itself, linked.
@@ -207,7 +207,7 @@ func (d *delivered) found() bool {
 // content is gone undelivered, which is reported once, at error level. Either way no
 // retry can do more.
 func (c *Connector) vanished(path string, last *delivered, start time.Time) intake.Outcome {
-	name := filepath.Base(path)
+	name := OriginalName(path)
 	if last != nil && last.found() {
 		ev := c.Log.Warn().Str("file", name).Str("outcome", "vanished").Strs("accounts", last.res.SortedAccounts())
 		if len(last.res.Failed) > 0 {
@@ -225,12 +225,11 @@ func (c *Connector) vanished(path string, last *delivered, start time.Time) inta
 	return intake.Skipped
 }
 
-// moveInto renames path into folder (created when missing) under a free name.
-func moveInto(folder, path string) error {
+// moveInto renames path into folder (created when missing) as base, or a free variant.
+func moveInto(folder, path, base string) error {
 	if err := durable.MkdirAll(folder, 0o750); err != nil {
 		return err
 	}
-	base := filepath.Base(path)
 	for i := 0; i < 1000; i++ {
 		name := base
 		if i > 0 {

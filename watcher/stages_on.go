@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 )
@@ -42,7 +41,7 @@ func stage(name string, s int) {
 	stageLog.Unlock()
 }
 
-func stagePath(path string, s int) { stage(filepath.Base(path), s) }
+func stagePath(path string, s int) { stage(OriginalName(path), s) }
 
 func writeStages() {
 	if !stageLog.on {

@@ -443,7 +443,7 @@ func (m *Manager) adopt(ctx context.Context, c *Connector, cl *claims) {
 		c.Log.Warn().Err(err).Msg("adopting claims")
 	}
 	for _, p := range paths {
-		c.Log.Info().Str("file", filepath.Base(p)).Msg("recovering claimed file")
+		c.Log.Info().Str("file", OriginalName(p)).Str("claimed_as", p).Msg("recovering claimed file")
 		select {
 		case m.jobs <- &job{conn: c, cl: cl, path: p, claimed: true, recovered: true}:
 		case <-ctx.Done():

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -147,8 +149,13 @@ func TestClaimNeverReplaces(t *testing.T) {
 	}
 }
 
+// TestAdoptDeadInstanceOnly: a dead instance's claims, under claim names in the drop
+// folder (and its new/) and in its claims folder (the layout of earlier releases), and
+// claim names whose instance has no claims folder, are adopted as this instance's under
+// their own names; a live instance's claims are never touched.
 func TestAdoptDeadInstanceOnly(t *testing.T) {
 	drop := t.TempDir()
+	os.Mkdir(filepath.Join(drop, "new"), 0o750)
 	alive, err := testClaims(t, drop, "alive")
 	if err != nil {
 		t.Fatal(err)
@@ -158,8 +165,26 @@ func TestAdoptDeadInstanceOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(alive.dir, "a"), []byte("a"), 0o640)
-	os.WriteFile(filepath.Join(dead.dir, "d"), []byte("d"), 0o640)
+	write := func(p string) string {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(filepath.Base(p)), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	claim := func(cl *claims, p string) string {
+		t.Helper()
+		c, ok, err := cl.claim(write(p))
+		if !ok || err != nil {
+			t.Fatalf("claim %s: %v %v", p, ok, err)
+		}
+		return c
+	}
+	aliveFiles := []string{write(filepath.Join(alive.dir, "a-old")), claim(alive, filepath.Join(drop, "a-new"))}
+	write(filepath.Join(dead.dir, "d-old"))
+	claim(dead, filepath.Join(drop, "d-new"))
+	claim(dead, filepath.Join(drop, "new", "d-maildir"))
+	write(filepath.Join(drop, claimName(instanceTag("gone"), 3, "orphan")))
 	dead.close() // the process died: its lock is gone
 
 	me, err := testClaims(t, drop, "me")
@@ -171,14 +196,32 @@ func TestAdoptDeadInstanceOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || filepath.Base(got[0]) != "d" || filepath.Dir(got[0]) != me.dir {
-		t.Fatalf("adopted %v, want only d moved into %s", got, me.dir)
+	sort.Strings(got)
+	want := []string{
+		filepath.Join(drop, claimName(me.tag, 0, "d-new")),
+		filepath.Join(drop, claimName(me.tag, 0, "d-old")),
+		filepath.Join(drop, claimName(me.tag, 0, "orphan")),
+		filepath.Join(drop, "new", claimName(me.tag, 0, "d-maildir")),
 	}
-	if _, err := os.Stat(filepath.Join(alive.dir, "a")); err != nil {
-		t.Errorf("a live instance's claim was touched: %v", err)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("adopted %v\nwant %v", got, want)
+	}
+	for _, p := range got {
+		if b, err := os.ReadFile(p); err != nil || string(b) != OriginalName(p) && !strings.HasSuffix(string(b), "."+OriginalName(p)) {
+			t.Errorf("%s holds %q, %v", p, b, err)
+		}
+	}
+	for _, p := range aliveFiles {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("a live instance's claim was touched: %v", err)
+		}
 	}
 	if _, err := os.Stat(dead.dir); !os.IsNotExist(err) {
 		t.Errorf("dead claims folder not removed: %v", err)
+	}
+	if again, err := me.adopt(); len(again) != 0 || err != nil {
+		t.Errorf("adopted again: %v %v", again, err)
 	}
 }
 
@@ -247,10 +290,15 @@ func TestTransientErrorKeepsFileAndRecovers(t *testing.T) {
 	if n := m.Counts().Retry.Load(); n != 1 {
 		t.Fatalf("retry count %d, want 1", n)
 	}
-	// The file is still in the drop folder's claims, nowhere lost.
-	matches, _ := filepath.Glob(filepath.Join(claimsRoot(c.DropFolder), "*", "m1"))
-	if len(matches) != 1 {
+	// The file is still claimed in the drop folder, nowhere lost.
+	matches := ClaimedFiles(c.DropFolder)
+	if len(matches) != 1 || OriginalName(matches[0]) != "m1" {
 		t.Fatalf("claimed file not kept: %v", matches)
+	}
+	// Its claims folder stays with it: its released lease lets the next run adopt
+	// the claim at once, on a share too.
+	if _, err := os.Stat(filepath.Join(claimsRoot(c.DropFolder), "first", leaseFile)); err != nil {
+		t.Errorf("claims folder of the run that left a claim: %v", err)
 	}
 	// Fixed: the next run adopts the claim and delivers once.
 	os.Remove(block)

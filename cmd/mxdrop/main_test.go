@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mxdrop/mxdrop/watcher"
 )
 
 // binary is the mxdrop binary the process tests run, built once by TestMain.
@@ -243,23 +245,18 @@ func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// dropLeft lists what is left in the drop folder besides ImportFailed/ and .mxdrop/,
-// and the files still in claims folders (not their dot-files: .lock, .lease).
+// dropLeft lists what is left in the drop folder besides ImportFailed/, .mxdrop/ and
+// claimed files, and the claimed files (claim names in the drop folder and its new/,
+// files in claims folders; not their dot-files: .lock, .lease).
 func dropLeft(t *testing.T, drop string) (left, claimed []string) {
 	t.Helper()
 	entries, _ := os.ReadDir(drop)
 	for _, e := range entries {
-		if e.Name() != "ImportFailed" && e.Name() != ".mxdrop" {
+		if e.Name() != "ImportFailed" && e.Name() != ".mxdrop" && !watcher.IsClaimName(e.Name()) {
 			left = append(left, e.Name())
 		}
 	}
-	filepath.Walk(filepath.Join(drop, ".mxdrop", "claims"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(fi.Name(), ".") {
-			claimed = append(claimed, p)
-		}
-		return nil
-	})
-	return left, claimed
+	return left, watcher.ClaimedFiles(drop)
 }
 
 func execMxdrop(e *env, stdout, stderr *bytes.Buffer, args ...string) *exec.Cmd {

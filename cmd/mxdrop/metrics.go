@@ -245,8 +245,9 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 // folderBacklog counts the files waiting in a connector's drop folder, and claimed
-// ones, and finds the oldest mtime. It reads the folders on every call: its cost grows
-// with the backlog, which is what it measures.
+// ones (claim names there, and files in claims folders), and finds the oldest mtime.
+// It reads the folders on every call: its cost grows with the backlog, which is what it
+// measures.
 func folderBacklog(c *watcher.Connector) (int, time.Time) {
 	dirs := []string{c.DropFolder, filepath.Join(c.DropFolder, "new")}
 	claimDirs, _ := filepath.Glob(filepath.Join(c.DropFolder, watcher.WorkDir, "claims", "*"))
@@ -259,7 +260,7 @@ func folderBacklog(c *watcher.Connector) (int, time.Time) {
 			continue
 		}
 		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+			if (strings.HasPrefix(e.Name(), ".") && !watcher.IsClaimName(e.Name())) || !e.Type().IsRegular() {
 				continue
 			}
 			n++

@@ -7,11 +7,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxdrop/mxdrop/watcher"
 )
 
 func freePort(t *testing.T) int {
@@ -128,4 +131,39 @@ func TestMetricsAndReadiness(t *testing.T) {
 	os.MkdirAll(e.drop, 0o750)
 	waitUntil(t, "ready again", 20*time.Second, func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 200 })
 	p.stop(t)
+}
+
+// TestFolderBacklogCountsClaims: the backlog counts files waiting in the drop folder
+// and its new/, and claimed ones (claim names beside them, files in claims folders),
+// never writers' dot-files nor mxdrop's own lock and lease; the oldest is among them.
+func TestFolderBacklogCountsClaims(t *testing.T) {
+	drop := t.TempDir()
+	put := func(rel string, age time.Duration) {
+		t.Helper()
+		p := filepath.Join(drop, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Now().Add(-age)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("waiting", time.Minute)
+	put("new/waiting", time.Minute)
+	put(".mxdrop-claim.0123456789abcdef.0.claimed", time.Hour)
+	put("new/.mxdrop-claim.0123456789abcdef.2.claimed", time.Minute)
+	put(".mxdrop/claims/mx1-1-a/older-layout", time.Minute)
+	put(".mxdrop/claims/mx1-1-a/.lease", 2*time.Hour)
+	put(".writer-tmp", 3*time.Hour)
+	n, oldest := folderBacklog(&watcher.Connector{DropFolder: drop})
+	if n != 5 {
+		t.Errorf("backlog %d, want 5", n)
+	}
+	if age := time.Since(oldest); age < 59*time.Minute || age > 61*time.Minute {
+		t.Errorf("oldest %s ago, want the claimed file's hour", age)
+	}
 }

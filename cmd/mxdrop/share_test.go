@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mxdrop/mxdrop/internal/sharetest"
+	"github.com/mxdrop/mxdrop/watcher"
 )
 
 // shareEnv is an mxdrop whose drop folder is a FUSE mount of share, with the
@@ -99,18 +100,13 @@ func TestShareTwoHostsKill9(t *testing.T) {
 	}
 	// Kill a in the middle of the backlog, after its tenth delivery and at an instant
 	// when it holds a claim: a polled share hands a's workers files in bursts, and
-	// between bursts a can hold none. Its claims folder (named with its pid) is looked
-	// at every millisecond.
+	// between bursts a can hold none. Its claims (its instance id, the name of its
+	// claims folder, holds its pid) are looked at every millisecond.
 	aClaims := func() int {
 		dirs, _ := filepath.Glob(filepath.Join(share.Backing, ".mxdrop", "claims", fmt.Sprintf("*-%d-*", pa.cmd.Process.Pid)))
 		n := 0
 		for _, d := range dirs {
-			es, _ := os.ReadDir(d)
-			for _, e := range es {
-				if !strings.HasPrefix(e.Name(), ".") {
-					n++
-				}
-			}
+			n += len(watcher.ClaimedBy(share.Backing, filepath.Base(d)))
 		}
 		return n
 	}

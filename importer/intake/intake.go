@@ -222,7 +222,7 @@ func (in *Intake) quarantine(h Handover, res importer.Result, dsn []byte) error 
 	rec.ID, rec.Arrived = h.Msg.ID, h.Msg.Arrived
 	var q string
 	if h.File != "" {
-		p, err := in.Quarantine.Move(h.File, rec)
+		p, err := in.Quarantine.Move(h.File, h.Msg.Name, rec)
 		if err != nil {
 			return err
 		}

@@ -94,12 +94,12 @@ func ForPoller(stateDir, poller string) Folder {
 // Path returns the folder's path.
 func (f Folder) Path() string { return string(f) }
 
-// Move moves the file src into the folder under its base name, or a free variant of
-// it, with rec as <name>.json beside it, and returns the quarantined path. The reason
+// Move moves the file src into the folder as name (src's base name when ""), or a free
+// variant of it, with rec as <name>.json beside it, and returns the quarantined path. The reason
 // file is durable before the message is moved, so a quarantined message always has its
 // reason. src must be on the folder's file system. A src already in the folder (a
 // replayed message that failed again) stays where it is; only its reason is rewritten.
-func (f Folder) Move(src string, rec Record) (string, error) {
+func (f Folder) Move(src, name string, rec Record) (string, error) {
 	if filepath.Clean(filepath.Dir(src)) == filepath.Clean(string(f)) {
 		if err := f.writeRecord(filepath.Base(src), rec); err != nil {
 			return "", err
@@ -109,7 +109,10 @@ func (f Folder) Move(src string, rec Record) (string, error) {
 	if err := durable.MkdirAll(string(f), 0o750); err != nil {
 		return "", err
 	}
-	name, err := f.freeName(filepath.Base(src))
+	if name == "" {
+		name = filepath.Base(src)
+	}
+	name, err := f.freeName(name)
 	if err != nil {
 		return "", err
 	}

@@ -60,7 +60,7 @@ func TestQuarantine(t *testing.T) {
 	}
 	before, _ := os.Stat(src)
 	rec := sampleRecord()
-	got, err := Folder(folder).Move(src, rec)
+	got, err := Folder(folder).Move(src, "", rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestQuarantineCollisions(t *testing.T) {
 		if err := os.WriteFile(src, []byte{byte('0' + i)}, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		p, err := Folder(folder).Move(src, sampleRecord())
+		p, err := Folder(folder).Move(src, "", sampleRecord())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,10 +138,10 @@ func TestQuarantineReasonFileNameClash(t *testing.T) {
 		return p
 	}
 	// First a message called "m.json", then one called "m".
-	if _, err := Folder(folder).Move(write("m.json", "the first message"), sampleRecord()); err != nil {
+	if _, err := Folder(folder).Move(write("m.json", "the first message"), "", sampleRecord()); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Folder(folder).Move(write("m", "the second message"), sampleRecord())
+	p, err := Folder(folder).Move(write("m", "the second message"), "", sampleRecord())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestQuarantineLeftoverReason(t *testing.T) {
 	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Folder(folder).Move(src, sampleRecord())
+	p, err := Folder(folder).Move(src, "", sampleRecord())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestQuarantineLeftoverReason(t *testing.T) {
 func TestQuarantineMissingSource(t *testing.T) {
 	dir := t.TempDir()
 	folder := filepath.Join(dir, FolderName)
-	if _, err := Folder(folder).Move(filepath.Join(dir, "gone"), sampleRecord()); err == nil {
+	if _, err := Folder(folder).Move(filepath.Join(dir, "gone"), "", sampleRecord()); err == nil {
 		t.Fatal("no error for a missing source")
 	}
 	if names := testenv.ListDir(t, folder); len(names) != 0 {
@@ -278,13 +278,13 @@ func TestListCountRemove(t *testing.T) {
 	}
 	rec := sampleRecord()
 	rec.ID, rec.Arrived = "m.eml|13|1|2", time.Unix(1772596800, 0).UTC()
-	if _, err := f.Move(src("m.eml"), rec); err != nil {
+	if _, err := f.Move(src("m.eml"), "", rec); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.WriteDSN("m.eml", []byte("dsn")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Move(src("n.json"), sampleRecord()); err != nil {
+	if _, err := f.Move(src("n.json"), "", sampleRecord()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.WriteDSN("unsent", []byte("dsn")); err != nil {
@@ -331,7 +331,7 @@ func TestMoveInPlace(t *testing.T) {
 	}
 	rec := sampleRecord()
 	rec.Reason = "again"
-	q, err := f.Move(p, rec)
+	q, err := f.Move(p, "", rec)
 	if err != nil || q != p {
 		t.Fatalf("Move = %s, %v", q, err)
 	}
@@ -384,7 +384,7 @@ func TestQuarantineLongName(t *testing.T) {
 		}
 		rec := sampleRecord()
 		rec.File = long
-		p, err := Folder(folder).Move(src, rec)
+		p, err := Folder(folder).Move(src, "", rec)
 		if err != nil {
 			t.Fatalf("quarantine of a %d-byte name: %v", len(long), err)
 		}
@@ -417,7 +417,7 @@ func TestQuarantineLongNameUTF8(t *testing.T) {
 			if err := os.WriteFile(src, []byte("m"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			p, err := Folder(folder).Move(src, NewRecord("mx", name, importer.Result{Outcome: importer.OutcomeFailed}))
+			p, err := Folder(folder).Move(src, "", NewRecord("mx", name, importer.Result{Outcome: importer.OutcomeFailed}))
 			if err != nil {
 				t.Fatalf("%d bytes of %q: %v", n, unit, err)
 			}
