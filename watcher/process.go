@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -171,9 +172,22 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 		return c.Intake.Reject(ctx, h, res), last
 	case err != nil:
 		return c.Intake.Retry(h, importer.Result{}, fmt.Errorf("claimed file unreadable: %w", err), start), last
+	case last != nil && id != last.msg.ID:
+		// Changed since an earlier attempt delivered it to some of its accounts and
+		// kept it for a retry (a writer still had it open, or someone edited it). Its
+		// new identity would give new delivery names, and those accounts a second
+		// copy. It is set aside instead, under the identity of that delivery, so that
+		// a replay (once an admin has looked at it) finds the copies made and delivers
+		// only the rest. Only this process knows of the earlier attempt: a restart in
+		// between recovers the file under its new identity.
+		h.Msg.ID, h.Msg.Arrived = last.msg.ID, last.msg.Arrived
+		res := importer.Result{Outcome: importer.OutcomeRejected, Reason: "changed_after_delivery",
+			Detail: fmt.Sprintf("claimed file changed after its delivery to %s: now %d bytes, then %d",
+				strings.Join(last.res.SortedAccounts(), ", "), size, last.msg.Size)}
+		return c.Intake.Reject(ctx, h, res), last
 	}
 	out, res := c.Intake.Handle(ctx, h)
-	if out == intake.Retry && (res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial) {
+	if out == intake.Retry && len(res.Delivered) > 0 {
 		// Kept for the next attempt, after f is closed: only its names are used.
 		msg := h.Msg
 		msg.File, msg.Open = nil, openByName
@@ -182,11 +196,17 @@ func (c *Connector) process(ctx context.Context, path string, recovered bool, la
 	return out, last
 }
 
-// delivered is an import whose every copy is durable but whose file was not
-// acknowledged (its DSN or its removal failed): enough to find its copies again.
+// delivered is an import that made copies but whose file was not acknowledged: its
+// DSN or its removal failed (complete), or a transient error stopped it before every
+// account had its copy. It is enough to find its copies again.
 type delivered struct {
 	msg importer.Message
 	res importer.Result
+}
+
+// complete reports whether every account was served (delivered, or failed for good).
+func (d *delivered) complete() bool {
+	return d.res.Outcome == importer.OutcomeDelivered || d.res.Outcome == importer.OutcomePartial
 }
 
 // found reports whether every copy is still in its Maildir under its deterministic
@@ -208,7 +228,7 @@ func (d *delivered) found() bool {
 // retry can do more.
 func (c *Connector) vanished(path string, last *delivered, start time.Time) intake.Outcome {
 	name := OriginalName(path)
-	if last != nil && last.found() {
+	if last != nil && last.complete() && last.found() {
 		ev := c.Log.Warn().Str("file", name).Str("outcome", "vanished").Strs("accounts", last.res.SortedAccounts())
 		if len(last.res.Failed) > 0 {
 			ev = ev.Strs("failed", last.res.FailedRecipients())
