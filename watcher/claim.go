@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -225,22 +226,42 @@ func (c *claims) claimAs(src, name string, dst func(i int) string) (path string,
 var claimRename = renameNoReplace
 
 // renameNoReplace renames like rename(2) but fails with an error matching os.ErrExist
-// when dst exists. File systems without RENAME_NOREPLACE fall back to a check and a
-// rename, which is safe because only this process makes its claim names and writes into
-// its claims folder and Imported/... folders it moves into.
+// when dst exists. File systems without RENAME_NOREPLACE (NFS, whose client refuses
+// every renameat2 flag) fall back to renameIfFree.
 func renameNoReplace(src, dst string) error {
 	err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		if _, serr := os.Lstat(dst); serr == nil {
-			return os.ErrExist
-		}
-		return os.Rename(src, dst)
+		return renameIfFree(src, dst)
 	}
 	return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
 }
+
+// renameIfFree renames src to dst unless dst exists (os.ErrExist): a check and a
+// rename. No other process makes this instance's claim names or writes into its claims
+// folder; within this process the check and the rename are one step under renameMu, so
+// that two goroutines renaming different files to one free name (a new file and an
+// adopted claim of the same name) cannot both find it free, the second replacing the
+// first.
+func renameIfFree(src, dst string) error {
+	renameMu.Lock()
+	defer renameMu.Unlock()
+	if _, err := os.Lstat(dst); err == nil {
+		return os.ErrExist
+	}
+	if checkedFree != nil {
+		checkedFree()
+	}
+	return os.Rename(src, dst)
+}
+
+var renameMu sync.Mutex
+
+// checkedFree, when not nil, runs between renameIfFree's check and its rename (tests
+// widen the window there).
+var checkedFree func()
 
 // errLeaseStale refuses a claim while this instance's lease is not being renewed.
 var errLeaseStale = errors.New("claim lease not renewed for half of claim_lease: not claiming until it is")

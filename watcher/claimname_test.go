@@ -2,9 +2,12 @@ package watcher
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,5 +184,54 @@ func TestIdentityKeptThroughAdoption(t *testing.T) {
 	}
 	if idA != idB || !strings.HasPrefix(idA, "m1|") {
 		t.Errorf("identity %q under a's claim, %q under b's", idA, idB)
+	}
+}
+
+// TestRenameIfFreeOneWinner: where the file system has no RENAME_NOREPLACE, goroutines
+// renaming different files to one free name leave exactly one there and every other
+// file where it was: none replaced, none lost.
+func TestRenameIfFreeOneWinner(t *testing.T) {
+	dir := t.TempDir()
+	dst := filepath.Join(dir, claimName(instanceTag("me"), 0, "m1"))
+	const n = 32
+	// Each goroutine dawdles between its check and its rename, so that without the
+	// lock every one of them would find the name free.
+	checkedFree = func() { time.Sleep(time.Millisecond) }
+	defer func() { checkedFree = nil }()
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := 0; i < n; i++ {
+		src := filepath.Join(dir, "src"+strconv.Itoa(i))
+		if err := os.WriteFile(src, []byte(strconv.Itoa(i)), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = renameIfFree(src, dst)
+		}()
+	}
+	wg.Wait()
+	won := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && won >= 0:
+			t.Errorf("%d and %d both renamed to one name", won, i)
+		case err == nil:
+			won = i
+		case !errors.Is(err, os.ErrExist):
+			t.Errorf("%d: %v", i, err)
+		}
+	}
+	if b, err := os.ReadFile(dst); err != nil || string(b) != strconv.Itoa(won) {
+		t.Errorf("%s holds %q (%v), want the winner %d's", dst, b, err, won)
+	}
+	for i := 0; i < n; i++ {
+		if i == won {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "src"+strconv.Itoa(i))); err != nil {
+			t.Errorf("file %d lost: %v", i, err)
+		}
 	}
 }
