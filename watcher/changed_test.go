@@ -112,3 +112,25 @@ func TestRemovedAfterPartialDelivery(t *testing.T) {
 		t.Errorf("imported %d, want 0", n)
 	}
 }
+
+// TestRetryAfterPartialDelivery: unchanged, the file kept after a partial delivery is
+// delivered at the retry to the account that lacked it, the other keeping its one copy.
+func TestRetryAfterPartialDelivery(t *testing.T) {
+	c, root := testConnector(t)
+	_, m, bob, stop := partialRun(t, c, root)
+	defer stop()
+	os.Remove(bob)
+	waitFor(t, "the retry", 5*time.Second, func() bool { return m.Counts().Imported.Load() > 0 })
+	if n := countNew(t, filepath.Join(root, "mail", "alice")); n != 1 {
+		t.Errorf("alice has %d messages, want 1", n)
+	}
+	if n := countNew(t, bob); n != 1 {
+		t.Errorf("bob has %d messages, want 1", n)
+	}
+	if n := m.Counts().Quarantined.Load(); n != 0 {
+		t.Errorf("quarantined %d", n)
+	}
+	if left := ClaimedFiles(c.DropFolder); len(left) != 0 {
+		t.Errorf("claims left: %v", left)
+	}
+}
