@@ -117,9 +117,10 @@ func ClaimedBy(drop, id string) []string { return claimedBy(drop, id, false) }
 
 func claimedBy(drop, id string, all bool) []string {
 	var out []string
+	want := instanceTag(id)
 	byTag, _ := listClaimNames(drop)
 	for tag, names := range byTag {
-		if all || tag == instanceTag(id) {
+		if all || tag == want {
 			out = append(out, names...)
 		}
 	}
