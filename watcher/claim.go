@@ -125,7 +125,7 @@ func (c *claims) release() {
 	if files, err := listClaims(c.dir); err != nil || len(files) > 0 {
 		return
 	}
-	if byTag, err := c.claimNames(); err != nil || len(byTag[c.tag]) > 0 {
+	if byTag, err := listClaimNames(c.drop); err != nil || len(byTag[c.tag]) > 0 {
 		return
 	}
 	os.Remove(filepath.Join(c.dir, leaseFile))
@@ -158,7 +158,7 @@ func (c *claims) claim(src string) (path string, ok bool, err error) {
 	if filepath.Dir(dir) == claimsRoot(c.drop) {
 		dir = c.drop // adopted from a claims folder
 	}
-	if len(claimName(c.tag, 999, name)) <= maxNameLen {
+	if maxClaimNameLen(name) <= maxNameLen {
 		path, ok, err = c.claimAs(src, name, func(i int) string { return filepath.Join(dir, claimName(c.tag, i, name)) })
 		if !errors.Is(err, unix.ENAMETOOLONG) {
 			return path, ok, err
@@ -306,7 +306,7 @@ func (c *claims) adopt() ([]string, error) {
 		}
 		return failed
 	}
-	byTag, err := c.claimNames()
+	byTag, err := listClaimNames(c.drop)
 	if err != nil {
 		return out, err
 	}
@@ -353,9 +353,6 @@ func (c *claims) adopt() ([]string, error) {
 	c.obs.forgetOrphans(byTag)
 	return out, nil
 }
-
-// claimNames lists the claim names in the drop folder and its new/, by instance tag.
-func (c *claims) claimNames() (map[string][]string, error) { return listClaimNames(c.drop) }
 
 // listClaimNames lists the claim names in drop folder drop and its new/, by instance
 // tag, in batches: a drop folder may hold a large backlog.

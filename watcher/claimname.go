@@ -35,6 +35,10 @@ func claimName(tag string, n int, name string) string {
 	return claimPrefix + tag + "." + strconv.Itoa(n) + "." + name
 }
 
+// maxClaimNameLen is the length of the longest claim name of a file called name (n
+// below 1000, as claimAs tries).
+func maxClaimNameLen(name string) int { return len(claimPrefix) + tagLen + len(".999.") + len(name) }
+
 // parseClaimName splits a claim name into its instance tag and the file's own name; ok
 // is false for any other name.
 func parseClaimName(s string) (tag, name string, ok bool) {
@@ -85,22 +89,19 @@ func (o *leaseObserver) orphanDead(tag string, shared bool, ttl time.Duration) b
 	if !shared {
 		return true
 	}
-	key := "orphan " + tag
-	s, ok := o.seen[key]
+	since, ok := o.orphans[tag]
 	if !ok {
-		o.seen[key] = leaseSeen{since: o.now()}
+		o.orphans[tag] = o.now()
 		return false
 	}
-	return o.now().Sub(s.since) >= ttl
+	return o.now().Sub(since) >= ttl
 }
 
 // forgetOrphans drops what the observer knows of orphaned tags no longer seen.
 func (o *leaseObserver) forgetOrphans(seen map[string][]string) {
-	for key := range o.seen {
-		if tag, ok := strings.CutPrefix(key, "orphan "); ok {
-			if _, still := seen[tag]; !still {
-				delete(o.seen, key)
-			}
+	for tag := range o.orphans {
+		if _, still := seen[tag]; !still {
+			delete(o.orphans, tag)
 		}
 	}
 }

@@ -26,6 +26,9 @@ func TestParseClaimName(t *testing.T) {
 			if !ok || gotTag != tag || gotName != name {
 				t.Errorf("parse %q: %q %q %v", cn, gotTag, gotName, ok)
 			}
+			if n == 999 && len(cn) != maxClaimNameLen(name) {
+				t.Errorf("%q is %d long, maxClaimNameLen says %d", cn, len(cn), maxClaimNameLen(name))
+			}
 			if OriginalName(filepath.Join("/drop", cn)) != name || !IsClaimName(cn) {
 				t.Errorf("OriginalName(%q) = %q", cn, OriginalName(cn))
 			}

@@ -176,10 +176,13 @@ type leaseObserver struct {
 	me   leaseOwner
 	now  func() time.Time
 	seen map[string]leaseSeen // claims folder -> lease content
+	// orphans is when each instance tag whose claim names have no claims folder was
+	// first seen so (see orphanDead).
+	orphans map[string]time.Time
 }
 
 func newLeaseObserver() *leaseObserver {
-	return &leaseObserver{me: self(), now: time.Now, seen: map[string]leaseSeen{}}
+	return &leaseObserver{me: self(), now: time.Now, seen: map[string]leaseSeen{}, orphans: map[string]time.Time{}}
 }
 
 // dead reports whether the instance of claims folder dir is dead, given that its

@@ -190,7 +190,7 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	now := time.Now()
 	for _, c := range l.a.connectors {
-		n, oldest := folderBacklog(c)
+		n, _, oldest := folderBacklog(c)
 		age := 0.0
 		if !oldest.IsZero() {
 			age = now.Sub(oldest).Seconds()
@@ -245,31 +245,34 @@ func (mt *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 // folderBacklog counts the files waiting in a connector's drop folder, and claimed
-// ones (claim names there, and files in claims folders), and finds the oldest mtime.
-// It reads the folders on every call: its cost grows with the backlog, which is what it
-// measures.
-func folderBacklog(c *watcher.Connector) (int, time.Time) {
-	dirs := []string{c.DropFolder, filepath.Join(c.DropFolder, "new")}
+// ones (claim names there, and files in claims folders), how many of them are claimed,
+// and finds the oldest mtime. It reads the folders on every call: its cost grows with
+// the backlog, which is what it measures.
+func folderBacklog(c *watcher.Connector) (n, claimed int, oldest time.Time) {
+	drop := []string{c.DropFolder, filepath.Join(c.DropFolder, "new")}
 	claimDirs, _ := filepath.Glob(filepath.Join(c.DropFolder, watcher.WorkDir, "claims", "*"))
-	dirs = append(dirs, claimDirs...)
-	var n int
-	var oldest time.Time
-	for _, dir := range dirs {
+	for i, dir := range append(drop, claimDirs...) {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
 		}
 		for _, e := range entries {
-			if (strings.HasPrefix(e.Name(), ".") && !watcher.IsClaimName(e.Name())) || !e.Type().IsRegular() {
+			// Dot-files are writers' temporary files and a claims folder's lock and
+			// lease, except claim names.
+			named := watcher.IsClaimName(e.Name())
+			if (strings.HasPrefix(e.Name(), ".") && !named) || !e.Type().IsRegular() {
 				continue
 			}
 			n++
+			if named || i >= len(drop) {
+				claimed++
+			}
 			if fi, err := e.Info(); err == nil && (oldest.IsZero() || fi.ModTime().Before(oldest)) {
 				oldest = fi.ModTime()
 			}
 		}
 	}
-	return n, oldest
+	return n, claimed, oldest
 }
 
 // check is one line of /readyz's answer.

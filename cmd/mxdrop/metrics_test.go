@@ -159,9 +159,12 @@ func TestFolderBacklogCountsClaims(t *testing.T) {
 	put(".mxdrop/claims/mx1-1-a/older-layout", time.Minute)
 	put(".mxdrop/claims/mx1-1-a/.lease", 2*time.Hour)
 	put(".writer-tmp", 3*time.Hour)
-	n, oldest := folderBacklog(&watcher.Connector{DropFolder: drop})
+	n, claimed, oldest := folderBacklog(&watcher.Connector{DropFolder: drop})
 	if n != 5 {
 		t.Errorf("backlog %d, want 5", n)
+	}
+	if claimed != 3 {
+		t.Errorf("claimed %d, want 3", claimed)
 	}
 	if age := time.Since(oldest); age < 59*time.Minute || age > 61*time.Minute {
 		t.Errorf("oldest %s ago, want the claimed file's hour", age)

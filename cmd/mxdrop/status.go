@@ -35,14 +35,14 @@ func cmdStatus(configPath string, args []string, stdout, stderr io.Writer) error
 		if !c.IsActive() {
 			state = "inactive"
 		}
-		n, oldest := folderBacklog(&watcher.Connector{DropFolder: c.DropFolder})
+		n, claimed, oldest := folderBacklog(&watcher.Connector{DropFolder: c.DropFolder})
 		age := "-"
 		if !oldest.IsZero() {
 			age = now.Sub(oldest).Round(time.Second).String()
 		}
 		fmt.Fprintf(stdout, "  %s (%s) %s\n", c.Name, state, c.DropFolder)
 		fmt.Fprintf(stdout, "    backlog         %d files, oldest %s\n", n, age)
-		fmt.Fprintf(stdout, "    claimed         %d files (of the backlog: being imported, or waiting for a retry or the next start)\n", len(watcher.ClaimedFiles(c.DropFolder)))
+		fmt.Fprintf(stdout, "    claimed         %d files (of the backlog: being imported, or waiting for a retry or the next start)\n", claimed)
 		ch := watchChoice(&c)
 		fmt.Fprintf(stdout, "    watch           %s (%s)\n", ch.Mode, ch.Reason)
 		printQuarantine(stdout, quarantine.ForConnector(c.DropFolder), *newest)
