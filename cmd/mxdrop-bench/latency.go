@@ -64,6 +64,11 @@ func (b *bench) latency(rate, backlog, runs int) error {
 	drop := filepath.Join(b.dir, "drop")
 	maildir := filepath.Join(b.dir, "mail")
 	os.MkdirAll(drop, 0o750)
+	if b.dropMaildir {
+		for _, s := range []string{"tmp", "new", "cur"} {
+			os.MkdirAll(filepath.Join(drop, s), 0o750)
+		}
+	}
 	for _, s := range []string{"tmp", "new", "cur"} {
 		os.MkdirAll(filepath.Join(maildir, s), 0o700)
 	}
@@ -225,6 +230,9 @@ func (b *bench) prepareBacklog(drop, maildir string, n int) (*fsnotify.Watcher, 
 	if err := setAside(filepath.Join(maildir, "new")); err != nil {
 		return nil, err
 	}
+	if b.dropMaildir {
+		drop = filepath.Join(drop, "new")
+	}
 	if err := b.fillDrop(drop, n); err != nil {
 		return nil, err
 	}
@@ -369,13 +377,16 @@ func (b *bench) measureLatency(start func() (*daemon, error), label, drop, maild
 				if d := time.Until(first.Add(time.Duration(i) * interval)); d > 0 {
 					time.Sleep(d)
 				}
-				tmp := filepath.Join(drop, fmt.Sprintf(".m%06d", i))
+				tmp, dst := filepath.Join(drop, fmt.Sprintf(".m%06d", i)), filepath.Join(drop, fmt.Sprintf("m%06d", i))
+				if b.dropMaildir {
+					tmp, dst = filepath.Join(drop, "tmp", fmt.Sprintf("m%06d", i)), filepath.Join(drop, "new", fmt.Sprintf("m%06d", i))
+				}
 				if err := writeDrop(tmp, msgs[i], b.writerFsync); err != nil {
 					errs <- err
 					return
 				}
 				sent[i] = time.Now()
-				if err := os.Rename(tmp, filepath.Join(drop, fmt.Sprintf("m%06d", i))); err != nil {
+				if err := os.Rename(tmp, dst); err != nil {
 					errs <- err
 					return
 				}

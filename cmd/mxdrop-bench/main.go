@@ -32,6 +32,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -59,6 +60,7 @@ func main() {
 	idle := flag.Duration("idle", 20*time.Second, "latency -share: how long the idle daemon's CPU is measured")
 	compare := flag.String("compare", "", "latency mode: a second mxdrop binary (another build), measured in every run beside -mxdrop and the reference, in turns; prints its p99 over mxdrop's per run")
 	writerFsync := flag.Bool("writer-fsync", false, "latency mode: fsync each file before renaming it into the drop folder, from 16 writers, as Postfix virtual(8) does")
+	dropMaildir := flag.Bool("drop-maildir", false, "latency mode: the drop folder is a Maildir: each file is written in its tmp/ and renamed into its new/, which mxdrop watches, as Postfix virtual(8) delivers into the drop folder the README sets up")
 	stages := flag.Bool("stages", false, "latency mode: mxdrop builds made with -tags mxdrop_stages note when each file reached each stage; print where the slowest 1% spent their time beside the fastest half")
 	flag.Parse()
 
@@ -94,13 +96,15 @@ func main() {
 		}
 	}
 	b := &bench{dir: abs, bin: *bin, n: *n, size: *size, workers: *workers, primeMxdrop: !*firstCycle,
-		tools: *tools, wrapMxdrop: strings.Fields(*wrap), writerFsync: *writerFsync, compare: *compare,
+		tools: *tools, wrapMxdrop: strings.Fields(*wrap), writerFsync: *writerFsync, dropMaildir: *dropMaildir, compare: *compare,
 		stages: *stages}
 	switch *mode {
 	case "once":
 		err = b.once()
 	case "latency":
-		if *share {
+		if *share && *dropMaildir {
+			err = errors.New("-drop-maildir is for a local drop folder, not with -share")
+		} else if *share {
 			err = b.shareLatency(*rate, *backlog, *runs, *idle)
 		} else {
 			err = b.latency(*rate, *backlog, *runs)

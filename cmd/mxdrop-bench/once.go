@@ -28,6 +28,7 @@ type bench struct {
 
 	// latency mode
 	writerFsync bool   // the generator fsyncs each file before its rename (Postfix virtual)
+	dropMaildir bool   // latency mode: the drop folder is a Maildir, written through its tmp/
 	compare     string // a second mxdrop binary measured in the same runs, or ""
 	stages      bool   // latency mode: print the stage times of mxdrop builds that note them
 }

@@ -38,6 +38,9 @@ import (
 // benchmark's writer and watcher but the machine.
 func referenceDeliver(dir string) error {
 	drop, maildir := filepath.Join(dir, "drop"), filepath.Join(dir, "mail")
+	if fi, err := os.Stat(filepath.Join(drop, "new")); err == nil && fi.IsDir() {
+		drop = filepath.Join(drop, "new") // a drop Maildir (-drop-maildir): files arrive in its new/
+	}
 	fd, err := watchNames(drop, unix.IN_MOVED_TO)
 	if err != nil {
 		return err
