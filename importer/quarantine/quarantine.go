@@ -11,12 +11,16 @@
 //	<name>.dsn.eml    the DSN built for its failed recipients, when one was made
 //	.<...>.tmp        an interrupted durable write (ignored, overwritten)
 //
+// A quarantine reserves <name> before it writes the reason and puts the message there
+// (reserve): until then <name> holds a line naming the message it is reserved for.
+//
 // A connector's folder is <drop_folder>/ImportFailed; a poller's is
 // <state_dir>/ImportFailed/<poller>. Unsent DSNs (no relay configured) are written as
 // <name>.dsn.eml too, with no message beside them.
 package quarantine
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +32,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -112,16 +117,19 @@ func (f Folder) Move(src, name string, rec Record) (string, error) {
 	if name == "" {
 		name = filepath.Base(src)
 	}
-	name, err := f.freeName(name)
+	name, err := f.reserve(name, rec.ID)
 	if err != nil {
 		return "", err
 	}
+	dst := filepath.Join(string(f), name)
 	if err := f.writeRecord(name, rec); err != nil {
+		os.Remove(dst)
 		return "", err
 	}
-	dst := filepath.Join(string(f), name)
+	// Over the reservation, which is this call's own.
 	if err := os.Rename(src, dst); err != nil {
 		os.Remove(dst + recordSuffix)
+		os.Remove(dst)
 		return "", fmt.Errorf("move into %s: %w", FolderName, err)
 	}
 	return dst, durable.SyncDir(string(f))
@@ -134,20 +142,23 @@ func (f Folder) Write(name string, r io.Reader, rec Record) (string, error) {
 	if err := durable.MkdirAll(string(f), 0o750); err != nil {
 		return "", err
 	}
-	name, err := f.freeName(name)
+	name, err := f.reserve(name, rec.ID)
 	if err != nil {
 		return "", err
 	}
+	dir := string(f)
 	if err := f.writeRecord(name, rec); err != nil {
+		os.Remove(filepath.Join(dir, name))
 		return "", err
 	}
-	dir := string(f)
+	// Written over the reservation; the temporary name is this call's own too.
 	err = durable.WriteFile(dir, "."+name+".tmp", dir, name, 0o640, func(w io.Writer) error {
 		_, err := io.Copy(w, r)
 		return err
 	})
 	if err != nil {
 		os.Remove(filepath.Join(dir, name+recordSuffix)) // no reason without its message
+		os.Remove(filepath.Join(dir, name))
 		return "", err
 	}
 	return filepath.Join(dir, name), nil
@@ -176,10 +187,14 @@ func (f Folder) WriteDSN(name string, dsn []byte) (string, error) {
 	return filepath.Join(dir, file), nil
 }
 
-// Has reports whether a message called name is in the folder.
+// Has reports whether a message called name is in the folder: a reservation (see
+// reserve) is not one yet.
 func (f Folder) Has(name string) bool {
-	_, err := os.Lstat(filepath.Join(string(f), name))
-	return err == nil
+	if _, err := os.Lstat(filepath.Join(string(f), name)); err != nil {
+		return false
+	}
+	_, reserved := f.reservation(name)
+	return !reserved
 }
 
 // Entry is one quarantined message.
@@ -252,6 +267,11 @@ func (f Folder) names() ([]string, error) {
 		if strings.HasSuffix(n, recordSuffix) && present[strings.TrimSuffix(n, recordSuffix)] {
 			continue // the reason file of a message
 		}
+		if _, ok := f.reservation(n); ok {
+			// A name reserved, its message not yet in place (reserve), or left so by
+			// a crash until that message's next attempt takes it again.
+			continue
+		}
 		out = append(out, n)
 	}
 	return out, nil
@@ -272,15 +292,34 @@ func (f Folder) Remove(name string) error {
 // Restore renames the quarantined message name into the folder target (a drop
 // folder) under its own name, which must not exist there, then removes its reason
 // file and DSN copy. The file keeps its inode and mtime, so it keeps its identity.
+//
+// It links rather than renames: a link fails on a name taken, where a rename after a
+// look would replace a file a writer dropped under that name in between. A crash
+// between the link and the removal leaves the message in both folders; the import of
+// the restored one and a later replay of the other find the same copies (same identity).
 func (f Folder) Restore(name, target string) error {
 	dst := filepath.Join(target, name)
-	if _, err := os.Lstat(dst); err == nil {
-		return fmt.Errorf("%s already exists", dst)
-	}
-	if err := os.Rename(filepath.Join(string(f), name), dst); err != nil {
-		return err
+	src := filepath.Join(string(f), name)
+	if err := link(src, dst); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%s already exists", dst)
+		}
+		if !noLinks(err) {
+			return err
+		}
+		// No hard links here (some shares, or protected_hardlinks for a file of
+		// another user): a look, then a rename.
+		if _, err := os.Lstat(dst); err == nil {
+			return fmt.Errorf("%s already exists", dst)
+		}
+		if err := os.Rename(src, dst); err != nil {
+			return err
+		}
 	}
 	if err := durable.SyncDir(target); err != nil {
+		return err
+	}
+	if err := os.Remove(src); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	os.Remove(filepath.Join(string(f), name+recordSuffix))
@@ -322,21 +361,121 @@ func fitName(name string) string {
 	return name[:keep] + "-" + hex.EncodeToString(sum[:8])
 }
 
-// freeName returns name, or name.1, name.2 ... whichever does not exist in the folder.
-// A reason file without its message is the leftover of a quarantine interrupted by a
-// crash; its name is reused and the reason file rewritten. But <n>.json may also be a
-// quarantined message named so (its own reason is then <n>.json.json): n is not free then.
-func (f Folder) freeName(name string) (string, error) {
+// reserve makes name, or name.1, name.2 ..., this quarantine's own and returns it: the
+// name is taken by a hard link to a file that says which message it is reserved for
+// (id, the message's identity at its source), and a link, like an O_EXCL create, fails
+// on a name taken: among this process's workers and among instances sharing the folder.
+// Free names found by a look alone let two quarantines of same-named files (a writer
+// that reuses names, two hosts) both take one name, and the second rename replaced the
+// first message: lost. The caller then writes the reason and puts the message over the
+// reservation, or removes both.
+//
+// The reservation is written under a temporary name of the message's own before it is
+// linked, so that a name is never taken without saying for whom. A quarantine
+// interrupted by a crash leaves its reservation, and perhaps its reason and that
+// temporary file; the message, still claimed at its source, comes back with the same
+// id and takes that name again (its temporary files too). On NFS a link whose reply
+// was lost fails as taken on the retransmission: the reservation's content tells that
+// it is this call's own. A reason file without its message and without a reservation
+// (left by an earlier release) is reused the same way. But <n>.json may also be a
+// quarantined message named so (its own reason is then <n>.json.json): n is not free
+// then.
+func (f Folder) reserve(name, id string) (string, error) {
 	name = fitName(name)
-	absent := func(n string) bool { return !f.exists(n) }
+	key := id
+	if key == "" {
+		key = strconv.FormatInt(time.Now().UnixNano(), 36) + "." + strconv.Itoa(os.Getpid()) // nothing to take again
+	}
+	sum := sha256.Sum256([]byte(key))
+	tmp := filepath.Join(string(f), "."+hex.EncodeToString(sum[:8])+".reserved.tmp")
+	if err := os.WriteFile(tmp, []byte(reservedFor+id+"\n"), 0o640); err != nil {
+		return "", fmt.Errorf("reserve a name in %s: %w", FolderName, err)
+	}
+	defer os.Remove(tmp)
 	for i := 0; i < 10000; i++ {
 		n := name
 		if i > 0 {
 			n = name + "." + strconv.Itoa(i)
 		}
-		if absent(n) && (absent(n+recordSuffix) || absent(n+recordSuffix+recordSuffix)) {
+		if f.exists(n+recordSuffix) && f.exists(n+recordSuffix+recordSuffix) {
+			continue
+		}
+		err := link(tmp, filepath.Join(string(f), n))
+		if noLinks(err) {
+			err = createWith(filepath.Join(string(f), n), reservedFor+id+"\n")
+		}
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("reserve a name in %s: %w", FolderName, err)
+		}
+		if r, ok := f.reservation(n); ok && id != "" && r == id {
 			return n, nil
 		}
 	}
 	return "", fmt.Errorf("no free name for %s in %s", name, string(f))
+}
+
+// link is os.Link (tests refuse links in its place, as some shares do).
+var link = os.Link
+
+// noLinks reports a link refused because the file system has no hard links (some
+// shares), or because protected_hardlinks keeps a process from linking another user's
+// file.
+func noLinks(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOTSUP)
+}
+
+// createWith creates path with O_EXCL and writes content into it: where links are
+// refused, a reservation that a crash between the two steps leaves empty, nobody's.
+func createWith(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}
+
+// reservedFor starts a reservation's content; the message's id follows.
+const reservedFor = "mxdrop: name reserved for the quarantine of "
+
+// reservation reports whether n is a reservation, and for which message's id: a small
+// regular file that says so, and no quarantined message with that content (its reason
+// would give its size).
+func (f Folder) reservation(n string) (id string, ok bool) {
+	p := filepath.Join(string(f), n)
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > int64(len(reservedFor))+4096 {
+		return "", false
+	}
+	b, err := os.ReadFile(p)
+	if err != nil || !bytes.HasPrefix(b, []byte(reservedFor)) || !bytes.HasSuffix(b, []byte("\n")) {
+		return "", false
+	}
+	if size, ok := f.recordSize(n); ok && size == int64(len(b)) {
+		return "", false // a message that reads like one, with its reason
+	}
+	return string(b[len(reservedFor) : len(b)-1]), true
+}
+
+// recordSize is the message size n's reason names; ok is false when it has no
+// readable reason.
+func (f Folder) recordSize(n string) (size int64, ok bool) {
+	b, err := os.ReadFile(filepath.Join(string(f), n+recordSuffix))
+	if err != nil {
+		return 0, false
+	}
+	var rec Record
+	if json.Unmarshal(b, &rec) != nil {
+		return 0, false
+	}
+	return rec.Size, true
 }

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -437,3 +439,173 @@ func lf(lines ...string) string { return strings.Join(lines, "\n") }
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// TestQuarantineConcurrentSameName: files of one name quarantined at once (a writer
+// that reuses names, several workers or hosts) each keep their own message and reason;
+// none replaces another.
+func TestQuarantineConcurrentSameName(t *testing.T) {
+	for _, how := range []string{"move", "write", "move without links"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			f := Folder(filepath.Join(dir, FolderName))
+			if strings.HasSuffix(how, "without links") {
+				// A share without hard links: reserved by an O_EXCL create.
+				link = func(string, string) error { return syscall.ENOTSUP }
+				t.Cleanup(func() { link = os.Link })
+			}
+			const n = 16
+			var wg sync.WaitGroup
+			errs := make([]error, n)
+			for i := range n {
+				content := "message " + strconv.Itoa(i)
+				rec := sampleRecord()
+				rec.ID = "id-" + strconv.Itoa(i)
+				src := filepath.Join(dir, "in", strconv.Itoa(i), "m")
+				if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if strings.HasPrefix(how, "move") {
+						_, errs[i] = f.Move(src, "m", rec)
+					} else {
+						_, errs[i] = f.Write("m", strings.NewReader(content), rec)
+					}
+				}()
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("quarantine %d: %v", i, err)
+				}
+			}
+			entries, err := f.List()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for _, e := range entries {
+				b, err := os.ReadFile(e.Path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.Record == nil {
+					t.Errorf("%s has no reason", e.Name)
+					continue
+				}
+				if want := "message " + strings.TrimPrefix(e.Record.ID, "id-"); string(b) != want {
+					t.Errorf("%s holds %q under the reason of %s", e.Name, b, e.Record.ID)
+				}
+				seen[string(b)] = true
+			}
+			if len(entries) != n || len(seen) != n {
+				t.Errorf("%d quarantined, %d distinct messages; want %d of each", len(entries), len(seen), n)
+			}
+		})
+	}
+}
+
+// TestQuarantineReservationLeftover: a name reserved by a quarantine that a crash
+// interrupted is taken again by the same message only; reservations are not listed as
+// messages, but an empty message with its reason is, and so is a message that reads
+// like a reservation.
+func TestQuarantineReservationLeftover(t *testing.T) {
+	dir := t.TempDir()
+	f := Folder(filepath.Join(dir, FolderName))
+	if err := os.MkdirAll(f.Path(), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	left := sampleRecord()
+	left.ID = "the-first"
+	if err := f.writeRecord("m", left); err != nil {
+		t.Fatal(err)
+	}
+	for n, content := range map[string]string{"m": reservedFor + "the-first\n", "x": reservedFor + "someone\n"} {
+		if err := os.WriteFile(filepath.Join(f.Path(), n), []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An empty message quarantined as such (its reason says size 0) is listed.
+	empty := sampleRecord()
+	empty.Size = 0
+	if _, err := f.Write("e", strings.NewReader(""), empty); err != nil {
+		t.Fatal(err)
+	}
+	mimic := sampleRecord()
+	mimic.Size = int64(len(reservedFor + "the-first\n"))
+	if _, err := f.Write("y", strings.NewReader(reservedFor+"the-first\n"), mimic); err != nil {
+		t.Fatal(err)
+	}
+	if f.Has("m") || !f.Has("y") {
+		t.Errorf("Has: reservation m %v, message y %v", f.Has("m"), f.Has("y"))
+	}
+	if names, _ := f.names(); !slices.Equal(names, []string{"e", "y"}) {
+		t.Errorf("listed %v; want e and y (m and x are reservations)", names)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(f.Path(), ".*")); len(tmps) != 0 {
+		t.Errorf("temporary files left: %v", tmps)
+	}
+	move := func(id, content string) string {
+		t.Helper()
+		src := filepath.Join(dir, "m")
+		if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rec := sampleRecord()
+		rec.ID = id
+		p, err := f.Move(src, "", rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, _ := readRecord(t, p); back.ID != id {
+			t.Errorf("%s: reason of %s", p, back.ID)
+		}
+		return filepath.Base(p)
+	}
+	if got := move("another", "other message"); got != "m.1" {
+		t.Errorf("another message took %s; want m.1", got)
+	}
+	if got := move("the-first", "first message"); got != "m" {
+		t.Errorf("the interrupted message took %s; want its reservation m", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(f.Path(), "m")); string(b) != "first message" {
+		t.Errorf("m holds %q", b)
+	}
+	if got := move("third", "third message"); got != "m.2" {
+		t.Errorf("a third message took %s; want m.2", got)
+	}
+}
+
+// TestRestoreNameTaken: a file that took the message's name in the drop folder stays
+// as it is, and the quarantined message stays quarantined.
+func TestRestoreNameTaken(t *testing.T) {
+	dir := t.TempDir()
+	f := Folder(filepath.Join(dir, FolderName))
+	if _, err := f.Write("m", strings.NewReader("quarantined"), sampleRecord()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "m"), []byte("new arrival"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Restore("m", dir); err == nil {
+		t.Fatal("restored over a file of the same name")
+	}
+	link = func(string, string) error { return syscall.EPERM } // no hard links: look, then rename
+	defer func() { link = os.Link }()
+	if err := f.Restore("m", dir); err == nil {
+		t.Fatal("restored over a file of the same name without links")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "m")); string(b) != "new arrival" {
+		t.Errorf("drop file holds %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(f.Path(), "m")); string(b) != "quarantined" {
+		t.Errorf("quarantined message holds %q", b)
+	}
+	if !f.Has("m") || f.Count() != 1 {
+		t.Error("message no longer quarantined")
+	}
+}
