@@ -228,13 +228,17 @@ var claimRename = renameNoReplace
 // renameNoReplace renames like rename(2) but fails with an error matching os.ErrExist
 // when dst exists. File systems without RENAME_NOREPLACE (NFS, whose client refuses
 // every renameat2 flag) fall back to renameIfFree.
-func renameNoReplace(src, dst string) error {
+func renameNoReplace(src, dst string) error { return renameOr(src, dst, renameIfFree) }
+
+// renameOr is renameat2(RENAME_NOREPLACE), or fallback where the file system refuses
+// the flag.
+func renameOr(src, dst string, fallback func(src, dst string) error) error {
 	err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		return renameIfFree(src, dst)
+		return fallback(src, dst)
 	}
 	return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
 }

@@ -255,7 +255,7 @@ func moveInto(folder, path, base string) error {
 		if i > 0 {
 			name = base + "." + strconv.Itoa(i)
 		}
-		err := renameNoReplace(path, filepath.Join(folder, name))
+		err := moveRename(path, filepath.Join(folder, name))
 		if err == nil {
 			return nil
 		}
@@ -264,6 +264,38 @@ func moveInto(folder, path, base string) error {
 		}
 	}
 	return fmt.Errorf("no free name for %s in %s", base, folder)
+}
+
+// moveRename is moveInto's rename: without replacing, by moveByLink where the file
+// system refuses RENAME_NOREPLACE.
+var moveRename = func(src, dst string) error { return renameOr(src, dst, moveByLink) }
+
+// moveByLink moves src to dst unless dst exists (os.ErrExist) where renames cannot
+// refuse to replace (NFS): a hard link, which fails on a name taken on the server
+// itself, then the removal of src. renameIfFree's look and rename would let two
+// instances sharing Imported/ both find a name free, and the second rename replace the
+// first one's file. An NFS link whose reply was lost fails as taken on its
+// retransmission: dst then is src's own file. A crash between the link and the removal
+// leaves the claimed file, whose recovery finds its copies and comes here again.
+//
+// Only for a file this instance alone may move (its claimed file, after its import):
+// while it has two names another instance could take the first.
+func moveByLink(src, dst string) error {
+	err := os.Link(src, dst)
+	if errors.Is(err, os.ErrExist) {
+		if sfi, serr := os.Lstat(src); serr == nil {
+			if dfi, derr := os.Lstat(dst); derr == nil && os.SameFile(sfi, dfi) {
+				err = nil // linked already: an earlier attempt, or a lost NFS reply
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(src); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // openRegular opens path for reading only if it is a regular file: O_NOFOLLOW refuses
