@@ -46,8 +46,10 @@ type Source struct {
 	Relay string
 	// NoRelay: its DSNs are never sent, only written to Folder.
 	NoRelay bool
-	// Folder receives its DSNs when NoRelay, as <message name>.dsn.eml; "" = nowhere
-	// (Process only returns them).
+	// Folder receives its DSNs when NoRelay, as <message name>.<identity>.dsn.eml, for
+	// messages delivered to some of their recipients; the intake keeps the DSN of a
+	// message it quarantines beside that message instead. "" = nowhere (Process only
+	// returns them).
 	Folder string
 	// ReportingMTA names the host in its DSNs.
 	ReportingMTA string
@@ -229,7 +231,11 @@ func (b *Bouncer) Process(ctx context.Context, source string, msg importer.Messa
 
 	if src.NoRelay {
 		out := Outcome{Action: ActionUnsent, DSN: d}
-		if src.Folder != "" {
+		// A message delivered to none of its recipients goes to the quarantine,
+		// where the intake writes this DSN beside it under the name it gets there:
+		// a copy here too would be the same DSN twice.
+		delivered := res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial
+		if src.Folder != "" && delivered {
 			p, err := quarantine.Folder(src.Folder).WriteDSN(unsentName(msg), d.Data)
 			if err != nil {
 				return Outcome{}, fmt.Errorf("bounce: %w", err)
@@ -267,14 +273,17 @@ func (b *Bouncer) Process(ctx context.Context, source string, msg importer.Messa
 	return Outcome{Action: ActionQueued, DSN: d}, nil
 }
 
-// unsentName is the file name stem of an unsent DSN: the message's name when it is a
-// plain file name, else derived from its identity.
+// unsentName is the file name stem of an unsent DSN: the message's name (bounded as a
+// quarantined message's is) when it is a plain file name, else "dsn", and a short
+// digest of its identity. The digest keeps the DSNs of messages that had one name (a
+// writer that reuses names) from replacing each other, and lets the same message
+// imported again (a crash before its acknowledgement) replace its own.
 func unsentName(msg importer.Message) string {
 	n := msg.Name
 	if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".") || strings.ContainsAny(n, "/\\\x00") {
-		return "dsn-" + outboxKey(msg.ID)
+		n = "dsn"
 	}
-	return n
+	return quarantine.FitName(n) + "." + outboxKey(msg.ID)[:12]
 }
 
 // Run sends the outbox until ctx is cancelled and returns nil then. Without an outbox

@@ -11,6 +11,7 @@ import (
 	"github.com/mxdrop/mxdrop/configs"
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/quarantine"
+	"github.com/mxdrop/mxdrop/internal/testenv"
 )
 
 // The watcher's consumer interface (watcher.Bouncer), restated so a change of either
@@ -192,8 +193,8 @@ func TestProcessNoRelay(t *testing.T) {
 	if err != nil || out.Action != ActionUnsent {
 		t.Fatalf("Process = %+v, %v", out, err)
 	}
-	want := filepath.Join(folder, msg.Name+".dsn.eml")
-	if out.Path != want {
+	want := filepath.Join(folder, unsentName(msg)+".dsn.eml")
+	if out.Path != want || !strings.HasPrefix(filepath.Base(want), msg.Name+".") {
 		t.Errorf("path %s, want %s", out.Path, want)
 	}
 	data, err := os.ReadFile(want)
@@ -275,6 +276,7 @@ func TestOpen(t *testing.T) {
 		{"relayed", ActionQueued, ""},
 	} {
 		msg, res := testMessage(t, "id-"+tc.source, "alice@sender.example", plainHeader)
+		res.Outcome = importer.OutcomePartial // kept as an unsent DSN (a failed message's goes beside it in quarantine)
 		out, err := b.Process(ctx, tc.source, msg, res)
 		if err != nil || out.Action != tc.action || (tc.path != "" && filepath.Dir(out.Path) != tc.path) {
 			t.Errorf("%s: %+v, %v; want %s in %s", tc.source, out, err, tc.action, tc.path)
@@ -293,5 +295,47 @@ func TestOpen(t *testing.T) {
 	b.Close()
 	if _, err := Open(cfg, OpenOptions{}); err == nil {
 		t.Error("Open accepted xoauth2 without an OAuth hook")
+	}
+}
+
+// TestUnsentNames: without a relay, the DSNs of messages that had one name (a writer
+// that reuses names) are kept side by side, the same message imported again replaces
+// its own, a long name still fits with its temporary name, and a message that goes to
+// the quarantine gets no copy here (the intake keeps it beside the message).
+func TestUnsentNames(t *testing.T) {
+	folder := filepath.Join(t.TempDir(), quarantine.FolderName)
+	b, err := New(Config{
+		Default: Source{ReportingMTA: "mx.example.com", NoRelay: true, Folder: folder},
+		Log:     (&logBuffer{}).logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	process := func(id, name string, outcome importer.Outcome) Outcome {
+		t.Helper()
+		msg, res := testMessage(t, id, "alice@sender.example", plainHeader)
+		msg.Name, res.Outcome = name, outcome
+		out, err := b.Process(ctx, "mx", msg, res)
+		if err != nil || out.Action != ActionUnsent || out.DSN == nil {
+			t.Fatalf("Process(%s) = %+v, %v", id, out, err)
+		}
+		return out
+	}
+	first := process("id-1", "m.eml", importer.OutcomePartial)
+	second := process("id-2", "m.eml", importer.OutcomePartial)
+	again := process("id-1", "m.eml", importer.OutcomePartial)
+	if first.Path == second.Path || again.Path != first.Path {
+		t.Errorf("paths %s, %s, again %s", first.Path, second.Path, again.Path)
+	}
+	long := process("id-3", strings.Repeat("x", 255), importer.OutcomePartial)
+	if n := len(filepath.Base(long.Path)); n+len(".")+len(".tmp") > 255 {
+		t.Errorf("unsent DSN name of %d bytes: no room for its temporary name", n)
+	}
+	if failed := process("id-4", "f.eml", importer.OutcomeFailed); failed.Path != "" {
+		t.Errorf("a quarantined message's DSN kept here too: %s", failed.Path)
+	}
+	if got := testenv.ListDir(t, folder); len(got) != 3 {
+		t.Errorf("folder holds %v; want 3 unsent DSNs", got)
 	}
 }

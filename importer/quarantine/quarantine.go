@@ -15,8 +15,9 @@
 // (reserve): until then <name> holds a line naming the message it is reserved for.
 //
 // A connector's folder is <drop_folder>/ImportFailed; a poller's is
-// <state_dir>/ImportFailed/<poller>. Unsent DSNs (no relay configured) are written as
-// <name>.dsn.eml too, with no message beside them.
+// <state_dir>/ImportFailed/<poller>. The unsent DSN (no relay configured) of a message
+// delivered to some of its recipients is written as <name>.<digest of its
+// identity>.dsn.eml, with no message beside it (bounce.Bouncer).
 package quarantine
 
 import (
@@ -345,11 +346,11 @@ func (f Folder) exists(name string) bool {
 // ("."+name+".dsn.eml.tmp" beside a ".9999" variant) still fits NAME_MAX (255 bytes).
 const maxName = 200
 
-// fitName returns name, or when it is longer than maxName, a prefix of it and a short
+// FitName returns name, or when it is longer than maxName, a prefix of it and a short
 // hash of the whole name: recognisable, and distinct for distinct long names. The
 // prefix ends at a UTF-8 character boundary, so a name in UTF-8 stays valid UTF-8 (file
 // managers, JSON logs). The reason record keeps the original name in its file field.
-func fitName(name string) string {
+func FitName(name string) string {
 	if len(name) <= maxName {
 		return name
 	}
@@ -381,7 +382,7 @@ func fitName(name string) string {
 // quarantined message named so (its own reason is then <n>.json.json): n is not free
 // then.
 func (f Folder) reserve(name, id string) (string, error) {
-	name = fitName(name)
+	name = FitName(name)
 	key := id
 	if key == "" {
 		key = strconv.FormatInt(time.Now().UnixNano(), 36) + "." + strconv.Itoa(os.Getpid()) // nothing to take again
