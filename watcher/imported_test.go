@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -86,5 +87,25 @@ func TestMoveByLinkTaken(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(dst); string(b) != "mine" {
 		t.Errorf("destination %q", b)
+	}
+}
+
+// TestMoveIntoLongName: a second file of a name of 255 bytes (NAME_MAX) goes into
+// Imported/ under a variant that fits.
+func TestMoveIntoLongName(t *testing.T) {
+	dir := t.TempDir()
+	folder := filepath.Join(dir, ImportedFolder)
+	long := strings.Repeat("x", 255)
+	for i := range 2 {
+		src := filepath.Join(dir, "src"+strconv.Itoa(i))
+		if err := os.WriteFile(src, []byte(strconv.Itoa(i)), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := moveInto(folder, src, long); err != nil {
+			t.Fatalf("move %d: %v", i, err)
+		}
+	}
+	if entries, _ := os.ReadDir(folder); len(entries) != 2 {
+		t.Errorf("Imported/ holds %d files, want 2", len(entries))
 	}
 }

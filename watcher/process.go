@@ -19,6 +19,7 @@ import (
 	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/durable"
 	"github.com/mxdrop/mxdrop/importer/intake"
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 )
 
 // Connector is one drop folder's immutable processing setup. A configuration reload
@@ -253,7 +254,9 @@ func moveInto(folder, path, base string) error {
 	for i := 0; i < 1000; i++ {
 		name := base
 		if i > 0 {
-			name = base + "." + strconv.Itoa(i)
+			// Bounded as a quarantined name is: a variant of a name near NAME_MAX
+			// would be too long, and the acknowledgement fail at every retry.
+			name = quarantine.FitName(base) + "." + strconv.Itoa(i)
 		}
 		err := moveRename(path, filepath.Join(folder, name))
 		if err == nil {
