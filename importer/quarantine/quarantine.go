@@ -220,6 +220,9 @@ func (f Folder) List() ([]Entry, error) {
 	}
 	out := make([]Entry, 0, len(names))
 	for _, n := range names {
+		if _, ok := f.reservation(n); ok {
+			continue // its reason written, its message not yet in place (reserve)
+		}
 		e := Entry{Name: n, Path: filepath.Join(string(f), n)}
 		if fi, err := os.Lstat(e.Path + recordSuffix); err == nil {
 			e.ModTime = fi.ModTime()
@@ -246,7 +249,10 @@ func (f Folder) Count() int {
 }
 
 // names returns the quarantined messages' names: regular files that are neither
-// temporary files, DSN copies nor the reason file of a message beside them.
+// temporary files, DSN copies nor the reason file of a message beside them, nor
+// reservations without a reason. It reads the folder and nothing more for messages
+// with their reason (Count runs at every metrics scrape); List also leaves out a
+// reservation whose reason is written.
 func (f Folder) names() ([]string, error) {
 	entries, err := os.ReadDir(string(f))
 	if errors.Is(err, os.ErrNotExist) {
@@ -268,10 +274,12 @@ func (f Folder) names() ([]string, error) {
 		if strings.HasSuffix(n, recordSuffix) && present[strings.TrimSuffix(n, recordSuffix)] {
 			continue // the reason file of a message
 		}
-		if _, ok := f.reservation(n); ok {
-			// A name reserved, its message not yet in place (reserve), or left so by
-			// a crash until that message's next attempt takes it again.
-			continue
+		if !present[n+recordSuffix] {
+			if _, ok := f.reservation(n); ok {
+				// A name reserved, its reason not yet written (reserve), or left so
+				// by a crash until that message's next attempt takes it again.
+				continue
+			}
 		}
 		out = append(out, n)
 	}
