@@ -8,12 +8,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/mxdrop/mxdrop/importer/quarantine"
 )
 
 // sink is a recording SMTP relay on loopback: it accepts everything and keeps it.
@@ -176,5 +179,24 @@ func TestStatus(t *testing.T) {
 	fi, _ := ents[0].Info()
 	if want := fmt.Sprintf("bob@example.com  %d of 1048576 bytes (0%%), 1 of 10 messages (10%%)", fi.Size()); !strings.Contains(out.String(), want) {
 		t.Errorf("status lacks %q:\n%s", want, out.String())
+	}
+}
+
+// TestStatusQuarantineNames: status names each quarantined message as replay takes it,
+// with the source's own name beside it where a name taken before made them differ.
+func TestStatusQuarantineNames(t *testing.T) {
+	q := quarantine.Folder(filepath.Join(t.TempDir(), quarantine.FolderName))
+	for i := range 2 {
+		rec := quarantine.Record{Time: time.Now(), File: "same", Reason: "no_deliverable_recipient", Sender: "s@remote.test", ID: strconv.Itoa(i)}
+		if _, err := q.Write("same", strings.NewReader("x"), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	printQuarantine(&out, q, 10)
+	for _, want := range []string{"ImportFailed    2 messages", "  same.1 (same)  no_deliverable_recipient", "  same  no_deliverable_recipient"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -144,7 +144,13 @@ func printQuarantine(w io.Writer, q quarantine.Folder, n int) {
 		for _, f := range r.Recipients {
 			rcpts = append(rcpts, f.Recipient+" "+f.Status)
 		}
-		fmt.Fprintf(w, "      %s  %s  %s  %s %s\n", r.Time.Local().Format(time.DateTime), r.File, r.Reason, r.Sender, strings.Join(rcpts, ", "))
+		// The name replay takes; the source's own name beside it where they differ
+		// (a name taken in the folder before, a long name shortened, a poller's UID).
+		name := e.Name
+		if r.File != "" && r.File != e.Name {
+			name += " (" + r.File + ")"
+		}
+		fmt.Fprintf(w, "      %s  %s  %s  %s %s\n", r.Time.Local().Format(time.DateTime), name, r.Reason, r.Sender, strings.Join(rcpts, ", "))
 	}
 }
 
