@@ -101,14 +101,19 @@ func openClaimed(path string) (f *os.File, id string, size int64, mtime time.Tim
 
 // identityOf is the identity of the regular file path whose status is fi.
 func identityOf(path string, fi os.FileInfo) (id string, size int64, mtime time.Time) {
+	return Identity(OriginalName(path), fi), fi.Size(), fi.ModTime()
+}
+
+// Identity is the identity of a drop file called name (its own name, not a claim name)
+// whose status is fi: name, size, mtime and inode. Its delivery names and its DSN's
+// outbox entry derive from it (importer.Message.ID).
+func Identity(name string, fi os.FileInfo) string {
 	var ino uint64
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		ino = st.Ino
 	}
-	mtime = fi.ModTime()
-	id = OriginalName(path) + "|" + strconv.FormatInt(fi.Size(), 10) + "|" +
-		strconv.FormatInt(mtime.UnixNano(), 10) + "|" + strconv.FormatUint(ino, 10)
-	return id, fi.Size(), mtime
+	return name + "|" + strconv.FormatInt(fi.Size(), 10) + "|" +
+		strconv.FormatInt(fi.ModTime().UnixNano(), 10) + "|" + strconv.FormatUint(ino, 10)
 }
 
 // process hands one claimed file to the intake and acknowledges it: removed (or moved

@@ -16,7 +16,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxdrop/mxdrop/importer"
 	"github.com/mxdrop/mxdrop/importer/quarantine"
+	"github.com/mxdrop/mxdrop/watcher"
 )
 
 // sink is a recording SMTP relay on loopback: it accepts everything and keeps it.
@@ -198,5 +200,72 @@ func TestStatusQuarantineNames(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestReplayKeepsIdentity: a connector's quarantined message goes back into the drop
+// folder under its own name (m2, quarantined as m2.1), where its identity is the one
+// recorded; one that changed after a delivery to some of its accounts
+// (changed_after_delivery) cannot get that identity back from its file and is imported
+// by replay itself under the recorded one: the account that had its copy keeps one,
+// the other gets its own.
+func TestReplayKeepsIdentity(t *testing.T) {
+	e := newEnv(t, "")
+	q := quarantine.ForConnector(e.drop)
+	first, arrived := "m1|100|1764000000000000000|12345", time.Unix(1764000000, 0)
+	changed := msg("changed@test", "Envelope-to", "alice@example.com", "bob@example.com")
+	rec := quarantine.Record{Time: time.Now(), Source: "mx", File: "m1", ID: first, Arrived: arrived, Reason: "changed_after_delivery"}
+	if _, err := q.Write("m1", bytes.NewReader(changed), rec); err != nil {
+		t.Fatal(err)
+	}
+	// alice's copy from the first attempt, under the first identity's delivery name.
+	alice := filepath.Join(e.mail, "alice")
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		os.MkdirAll(filepath.Join(alice, sub), 0o700)
+	}
+	name := importer.DeliveryName(importer.Message{ID: first, Arrived: arrived}, "alice@example.com")
+	if err := os.WriteFile(filepath.Join(alice, "new", name), changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// m2: another message of that name was quarantined before it, so it is m2.1 there.
+	if _, err := q.Write("m2", strings.NewReader("the other m2"), quarantine.Record{File: "m2", ID: "other", Reason: "no_header"}); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(e.root, "m2")
+	if err := os.WriteFile(src, msg("m2@test", "Envelope-to", "carol@example.org"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := watcher.Identity("m2", fi)
+	if p, err := q.Move(src, "m2", quarantine.Record{File: "m2", ID: id, Reason: "no_deliverable_recipient"}); err != nil || filepath.Base(p) != "m2.1" {
+		t.Fatalf("Move = %s, %v", p, err)
+	}
+
+	var out, errb bytes.Buffer
+	if err := execMxdrop(e, &out, &errb, "replay", "m1", "m2.1").Run(); err != nil {
+		t.Fatalf("replay: %v\n%s%s", err, out.String(), errb.String())
+	}
+	for _, want := range []string{"mx: m1 delivered", "mx: m2.1 back in " + filepath.Join(e.drop, "m2"), "replayed 2, failed 0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("replay said %q, want %q\n%s", out.String(), want, errb.String())
+		}
+	}
+	for acct, want := range map[string]int{"alice": 1, "bob": 1} {
+		if ids, _ := maildirIDs(t, filepath.Join(e.mail, acct)); ids["changed@test"] != want {
+			t.Errorf("%s has %d copies of the changed message, want %d", acct, ids["changed@test"], want)
+		}
+	}
+	fi2, err := os.Lstat(filepath.Join(e.drop, "m2"))
+	if err != nil {
+		t.Fatalf("m2 not back in the drop folder: %v", err)
+	}
+	if got := watcher.Identity("m2", fi2); got != id {
+		t.Errorf("m2 came back as %s, quarantined as %s", got, id)
+	}
+	if q.Has("m1") || q.Has("m2.1") || !q.Has("m2") {
+		t.Error("quarantine after the replay: want only the other m2")
 	}
 }

@@ -298,16 +298,20 @@ func (f Folder) Remove(name string) error {
 	return durable.SyncDir(dir)
 }
 
-// Restore renames the quarantined message name into the folder target (a drop
-// folder) under its own name, which must not exist there, then removes its reason
-// file and DSN copy. The file keeps its inode and mtime, so it keeps its identity.
+// Restore moves the quarantined message name into the folder target (a drop folder)
+// as as (its name at the source, or name when ""), which must not exist there, then
+// removes its reason file and DSN copy. The file keeps its inode and mtime, so under
+// its name at the source it keeps its identity (when it has not changed since).
 //
 // It links rather than renames: a link fails on a name taken, where a rename after a
 // look would replace a file a writer dropped under that name in between. A crash
 // between the link and the removal leaves the message in both folders; the import of
 // the restored one and a later replay of the other find the same copies (same identity).
-func (f Folder) Restore(name, target string) error {
-	dst := filepath.Join(target, name)
+func (f Folder) Restore(name, target, as string) error {
+	if as == "" {
+		as = name
+	}
+	dst := filepath.Join(target, as)
 	src := filepath.Join(string(f), name)
 	if err := link(src, dst); err != nil {
 		if errors.Is(err, os.ErrExist) {

@@ -354,7 +354,7 @@ func TestRestore(t *testing.T) {
 	if _, err := f.WriteDSN("m", []byte("dsn")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Restore("m", dir); err != nil {
+	if err := f.Restore("m", dir, ""); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "m")); string(b) != "x" {
@@ -363,8 +363,25 @@ func TestRestore(t *testing.T) {
 	if got := testenv.ListDir(t, f.Path()); len(got) != 0 {
 		t.Errorf("left %v", got)
 	}
-	if err := f.Restore("m", dir); err == nil {
+	if err := f.Restore("m", dir, ""); err == nil {
 		t.Error("restored a message that is not there")
+	}
+	// A message quarantined as m.1 (m was taken there) goes back as m, its own name.
+	os.Remove(filepath.Join(dir, "m"))
+	if p, err := f.Write("m", strings.NewReader("y"), sampleRecord()); err != nil || p != filepath.Join(f.Path(), "m") {
+		t.Fatalf("Write = %s, %v", p, err)
+	}
+	if p, err := f.Write("m", strings.NewReader("z"), sampleRecord()); err != nil || p != filepath.Join(f.Path(), "m.1") {
+		t.Fatalf("Write = %s, %v", p, err)
+	}
+	if err := f.Restore("m.1", dir, "m"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "m")); string(b) != "z" {
+		t.Errorf("restored m holds %q", b)
+	}
+	if !f.Has("m") || f.Has("m.1") {
+		t.Error("the other m moved, or m.1 stayed")
 	}
 }
 
@@ -602,12 +619,12 @@ func TestRestoreNameTaken(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "m"), []byte("new arrival"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Restore("m", dir); err == nil {
+	if err := f.Restore("m", dir, ""); err == nil {
 		t.Fatal("restored over a file of the same name")
 	}
 	link = func(string, string) error { return syscall.EPERM } // no hard links: look, then rename
 	defer func() { link = os.Link }()
-	if err := f.Restore("m", dir); err == nil {
+	if err := f.Restore("m", dir, ""); err == nil {
 		t.Fatal("restored over a file of the same name without links")
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "m")); string(b) != "new arrival" {
