@@ -130,8 +130,10 @@ func restorable(e quarantine.Entry) (as string, ok bool) {
 		as = e.Name
 	}
 	fi, err := os.Lstat(e.Path)
-	if err != nil {
-		return e.Name, true // Restore reports it
+	if err != nil || !fi.Mode().IsRegular() {
+		// Restore reports it; an entry that is not a regular file (quarantined
+		// unread) goes back as it is, never read here.
+		return e.Name, true
 	}
 	return as, watcher.Identity(as, fi) == r.ID
 }
