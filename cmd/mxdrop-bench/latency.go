@@ -124,6 +124,23 @@ func (b *bench) latency(rate, backlog, runs int) error {
 		rate, len(mx.p99s), medianDur(mx.p50s), medianDur(mx.p99s), medianDur(ref.p50s), medianDur(ref.p99s))
 	sort.Float64s(ratios)
 	fmt.Printf("p99 mxdrop/reference: %.2f (median of %d pairs, %.2f-%.2f)\n", median(ratios), len(ratios), ratios[0], ratios[len(ratios)-1])
+	// The latency target (p99 under 5 ms) against the machine's floor in the same run:
+	// in a minute where the reference alone needs more, no deliverer meets it.
+	const target, quiet = 5 * time.Millisecond, 2 * time.Millisecond
+	met, quietRuns, quietMet := 0, 0, 0
+	for r := range mx.p99s {
+		if mx.p99s[r] < target {
+			met++
+		}
+		if ref.p99s[r] < quiet {
+			quietRuns++
+			if mx.p99s[r] < target {
+				quietMet++
+			}
+		}
+	}
+	fmt.Printf("p99 under %v: mxdrop in %d of %d runs; in the %d runs where the reference's p99 was under %v, %d\n",
+		target, met, len(mx.p99s), quietRuns, quiet, quietMet)
 	if b.compare != "" {
 		c := sides[2]
 		lower := 0
