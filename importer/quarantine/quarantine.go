@@ -280,6 +280,12 @@ func (f Folder) names() ([]string, error) {
 				// by a crash until that message's next attempt takes it again.
 				continue
 			}
+			if fi, err := e.Info(); err == nil && fi.Size() == 0 {
+				// A reservation cut short before it said for whom (where links are
+				// refused, reserve creates it, then writes): a message always has
+				// its reason before it takes its name.
+				continue
+			}
 		}
 		out = append(out, n)
 	}
