@@ -203,14 +203,12 @@ func TestStatusQuarantineNames(t *testing.T) {
 	}
 }
 
-// TestReplayKeepsIdentity: a connector's quarantined message goes back into the drop
-// folder under its own name (m2, quarantined as m2.1), where its identity is the one
-// recorded; one that changed after a delivery to some of its accounts
-// (changed_after_delivery) cannot get that identity back from its file and is imported
-// by replay itself under the recorded one: the account that had its copy keeps one,
-// the other gets its own.
-func TestReplayKeepsIdentity(t *testing.T) {
-	e := newEnv(t, "")
+// quarantineForReplay quarantines, in e's connector, m1: a message to alice and bob that
+// changed after alice got her copy (changed_after_delivery; her copy is in place under
+// the first identity), and m2, quarantined as m2.1 behind another m2. It returns m2's
+// identity.
+func quarantineForReplay(t *testing.T, e *env) string {
+	t.Helper()
 	q := quarantine.ForConnector(e.drop)
 	first, arrived := "m1|100|1764000000000000000|12345", time.Unix(1764000000, 0)
 	changed := msg("changed@test", "Envelope-to", "alice@example.com", "bob@example.com")
@@ -243,7 +241,19 @@ func TestReplayKeepsIdentity(t *testing.T) {
 	if p, err := q.Move(src, "m2", quarantine.Record{File: "m2", ID: id, Reason: "no_deliverable_recipient"}); err != nil || filepath.Base(p) != "m2.1" {
 		t.Fatalf("Move = %s, %v", p, err)
 	}
+	return id
+}
 
+// TestReplayKeepsIdentity: a connector's quarantined message goes back into the drop
+// folder under its own name (m2, quarantined as m2.1), where its identity is the one
+// recorded; one that changed after a delivery to some of its accounts
+// (changed_after_delivery) cannot get that identity back from its file and is imported
+// by replay itself under the recorded one: the account that had its copy keeps one,
+// the other gets its own.
+func TestReplayKeepsIdentity(t *testing.T) {
+	e := newEnv(t, "")
+	q := quarantine.ForConnector(e.drop)
+	id := quarantineForReplay(t, e)
 	var out, errb bytes.Buffer
 	if err := execMxdrop(e, &out, &errb, "replay", "m1", "m2.1").Run(); err != nil {
 		t.Fatalf("replay: %v\n%s%s", err, out.String(), errb.String())
@@ -267,5 +277,39 @@ func TestReplayKeepsIdentity(t *testing.T) {
 	}
 	if q.Has("m1") || q.Has("m2.1") || !q.Has("m2") {
 		t.Error("quarantine after the replay: want only the other m2")
+	}
+}
+
+// TestReplayChangedWhileDaemonRuns: with the daemon running (it holds the bounce outbox),
+// replay still puts back what can go back, and refuses the changed message with a
+// message that names it, leaving it quarantined and nobody a second copy.
+func TestReplayChangedWhileDaemonRuns(t *testing.T) {
+	e := newEnv(t, fmt.Sprintf("smtp:\n  host: 127.0.0.1\n  port: %d\n  tls: none\n  reporting_mta: mx.example.com\n", freePort(t)))
+	cfg, _ := os.ReadFile(e.cfgPath)
+	e.writeConfig(strings.Replace(string(cfg), "    bounce: false\n", "    bounce: true\n", 1))
+	q := quarantine.ForConnector(e.drop)
+	quarantineForReplay(t, e)
+	p := e.start("run")
+	p.waitLog(t, "mxdrop started", 10*time.Second)
+	var out, errb bytes.Buffer
+	err := execMxdrop(e, &out, &errb, "replay", "m1", "m2.1").Run()
+	if err == nil {
+		t.Fatalf("replay succeeded with the daemon holding the outbox:\n%s", out.String())
+	}
+	if !strings.Contains(errb.String(), "a running mxdrop holds the bounce outbox: stop it to replay mx: m1 (") {
+		t.Errorf("replay's error does not name m1:\n%s", errb.String())
+	}
+	if !strings.Contains(out.String(), "mx: m2.1 back in "+filepath.Join(e.drop, "m2")) {
+		t.Errorf("m2.1 not put back:\n%s", out.String())
+	}
+	if !q.Has("m1") {
+		t.Error("m1 left the quarantine")
+	}
+	waitUntil(t, "m2 imported by the daemon", 10*time.Second, func() bool {
+		ids, _ := maildirIDs(t, filepath.Join(e.mail, "carol"))
+		return ids["m2@test"] == 1
+	})
+	if ids, _ := maildirIDs(t, filepath.Join(e.mail, "bob")); ids["changed@test"] != 0 {
+		t.Errorf("bob got the changed message %d times", ids["changed@test"])
 	}
 }
