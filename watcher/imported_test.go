@@ -14,8 +14,9 @@ import (
 // name moved into Imported/ at once, as by instances on several hosts (no lock shared
 // between them), each keep a name of their own; none replaces another.
 func TestMoveIntoImportedByLink(t *testing.T) {
+	old := moveRename
 	moveRename = moveByLink // the NFS path: the renameat2 flag refused
-	t.Cleanup(func() { moveRename = func(src, dst string) error { return renameOr(src, dst, moveByLink) } })
+	t.Cleanup(func() { moveRename = old })
 	dir := t.TempDir()
 	folder := filepath.Join(dir, ImportedFolder)
 	const n = 16

@@ -282,22 +282,14 @@ var moveRename = func(src, dst string) error { return renameOr(src, dst, moveByL
 // refuse to replace (NFS): a hard link, which fails on a name taken on the server
 // itself, then the removal of src. renameIfFree's look and rename would let two
 // instances sharing Imported/ both find a name free, and the second rename replace the
-// first one's file. An NFS link whose reply was lost fails as taken on its
-// retransmission: dst then is src's own file. A crash between the link and the removal
-// leaves the claimed file, whose recovery finds its copies and comes here again.
+// first one's file. A crash between the link and the removal leaves the claimed file,
+// whose recovery finds its copies and comes here again (durable.LinkNew takes dst being
+// src's own file as done).
 //
 // Only for a file this instance alone may move (its claimed file, after its import):
 // while it has two names another instance could take the first.
 func moveByLink(src, dst string) error {
-	err := os.Link(src, dst)
-	if errors.Is(err, os.ErrExist) {
-		if sfi, serr := os.Lstat(src); serr == nil {
-			if dfi, derr := os.Lstat(dst); derr == nil && os.SameFile(sfi, dfi) {
-				err = nil // linked already: an earlier attempt, or a lost NFS reply
-			}
-		}
-	}
-	if err != nil {
+	if err := durable.LinkNew(src, dst); err != nil {
 		return err
 	}
 	if err := os.Remove(src); err != nil && !errors.Is(err, os.ErrNotExist) {

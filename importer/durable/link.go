@@ -248,3 +248,20 @@ func linkFinal(f *os.File, src, dst string, size int64, b *Batch) (linked bool, 
 	}
 	return true, nil
 }
+
+// LinkNew links src to the new name dst: like os.Link it fails with an error matching
+// os.ErrExist when dst is taken by another file, but dst already being src's own file
+// is success (an earlier attempt a crash cut short, or an NFS link retransmitted after
+// its reply was lost, which the server answers with EEXIST). Callers that move a file
+// without replacing one link, then remove the first name.
+func LinkNew(src, dst string) error {
+	err := os.Link(src, dst)
+	if errors.Is(err, os.ErrExist) {
+		if sfi, serr := os.Lstat(src); serr == nil {
+			if dfi, derr := os.Lstat(dst); derr == nil && os.SameFile(sfi, dfi) {
+				return nil
+			}
+		}
+	}
+	return err
+}

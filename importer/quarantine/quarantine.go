@@ -436,8 +436,8 @@ func (f Folder) reserve(name, id string) (string, error) {
 	return "", fmt.Errorf("no free name for %s in %s", name, string(f))
 }
 
-// link is os.Link (tests refuse links in its place, as some shares do).
-var link = os.Link
+// link is durable.LinkNew (tests refuse links in its place, as some shares do).
+var link = durable.LinkNew
 
 // noLinks reports a link refused because the file system has no hard links (some
 // shares), or because protected_hardlinks keeps a process from linking another user's

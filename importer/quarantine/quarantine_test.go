@@ -468,7 +468,8 @@ func TestQuarantineConcurrentSameName(t *testing.T) {
 			if strings.HasSuffix(how, "without links") {
 				// A share without hard links: reserved by an O_EXCL create.
 				link = func(string, string) error { return syscall.ENOTSUP }
-				t.Cleanup(func() { link = os.Link })
+				old := link
+				t.Cleanup(func() { link = old })
 			}
 			const n = 16
 			var wg sync.WaitGroup
@@ -622,8 +623,9 @@ func TestRestoreNameTaken(t *testing.T) {
 	if err := f.Restore("m", dir, ""); err == nil {
 		t.Fatal("restored over a file of the same name")
 	}
+	old := link
 	link = func(string, string) error { return syscall.EPERM } // no hard links: look, then rename
-	defer func() { link = os.Link }()
+	defer func() { link = old }()
 	if err := f.Restore("m", dir, ""); err == nil {
 		t.Fatal("restored over a file of the same name without links")
 	}
