@@ -70,10 +70,16 @@ func main() {
 		}
 		fatal(referenceDeliver(*dir))
 	}
-	if *dir == "" {
+	// Work folders in var/bench are spread over the disk (spreadFolders), a work folder
+	// given elsewhere is the caller's.
+	benchRoot, _ := filepath.Abs("var/bench")
+	if *dir == "" || filepath.Dir(absPath(*dir)) == benchRoot {
 		if err := os.MkdirAll("var/bench", 0o750); err != nil {
 			fatal(err)
 		}
+		spreadFolders("var/bench")
+	}
+	if *dir == "" {
 		d, err := os.MkdirTemp("var/bench", "run-")
 		if err != nil {
 			fatal(err)
@@ -128,4 +134,12 @@ func fatal(err error) {
 	cleanup()
 	fmt.Fprintln(os.Stderr, "mxdrop-bench:", err)
 	os.Exit(1)
+}
+
+// absPath is path made absolute, or path itself where that fails.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
