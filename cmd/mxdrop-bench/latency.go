@@ -243,7 +243,7 @@ func (b *bench) createCost(n int) error {
 	each := time.Since(start) / time.Duration(n)
 	fmt.Printf("file creation on this disk: %v each (%d files)\n", each.Round(time.Microsecond), n)
 	if each > slowCreate {
-		fmt.Printf("  slow: files removed in this block group in the last minutes? (spreadFolders) The writer's creates hold the drop folder's lock that long; the figures include it\n")
+		fmt.Printf("  slow (about 20 µs is usual here): files removed in this block group in the last minutes? (see spreadFolders) The writer's creates hold the drop folder's lock that long, and the figures include it\n")
 	}
 	return nil
 }

@@ -72,8 +72,7 @@ func main() {
 	}
 	// Work folders in var/bench are spread over the disk (spreadFolders), a work folder
 	// given elsewhere is the caller's.
-	benchRoot, _ := filepath.Abs("var/bench")
-	if *dir == "" || filepath.Dir(absPath(*dir)) == benchRoot {
+	if *dir == "" || filepath.Dir(absPath(*dir)) == absPath("var/bench") {
 		if err := os.MkdirAll("var/bench", 0o750); err != nil {
 			fatal(err)
 		}

@@ -21,9 +21,9 @@ const fsTopdirFL = 0x00020000
 // one by one from the start of the group. An invocation removes its work folder when it
 // ends, tens of thousands of files; the next one, made in the same group, then paid
 // 180-400 µs per file creation instead of about 20 µs for minutes, holding the drop
-// folder's lock all the while: its writer's creates alone kept the lock busy most of
-// each second at 2,000 files/s, and the figures were those of the allocator, not of a
-// deliverer. Nothing else in the benchmark or in mxdrop frees inodes while it measures
+// folder's lock all the while: at 2,000 files/s its writer's creates alone kept the lock
+// for half to four fifths of each second, and the figures were the allocator's more
+// than a deliverer's. Nothing else in the benchmark or in mxdrop frees inodes while it measures
 // (setAside; a linked delivery keeps the drop file's inode as the message). A
 // production drop folder is not in a group a benchmark just emptied.
 //
