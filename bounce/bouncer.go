@@ -234,8 +234,7 @@ func (b *Bouncer) Process(ctx context.Context, source string, msg importer.Messa
 		// A message delivered to none of its recipients goes to the quarantine,
 		// where the intake writes this DSN beside it under the name it gets there:
 		// a copy here too would be the same DSN twice.
-		delivered := res.Outcome == importer.OutcomeDelivered || res.Outcome == importer.OutcomePartial
-		if src.Folder != "" && delivered {
+		if src.Folder != "" && res.Outcome.DeliveredSome() {
 			p, err := quarantine.Folder(src.Folder).WriteDSN(unsentName(msg), d.Data)
 			if err != nil {
 				return Outcome{}, fmt.Errorf("bounce: %w", err)

@@ -153,6 +153,11 @@ const (
 	OutcomeRejected Outcome = "rejected"
 )
 
+// DeliveredSome reports whether o is OutcomeDelivered or OutcomePartial: the message
+// has its copies in at least one account and every recipient was served, so it is
+// acknowledged at its source, not quarantined.
+func (o Outcome) DeliveredSome() bool { return o == OutcomeDelivered || o == OutcomePartial }
+
 // Result is what Import did with a message.
 type Result struct {
 	Outcome   Outcome

@@ -212,7 +212,7 @@ type delivered struct {
 
 // complete reports whether every account was served (delivered, or failed for good).
 func (d *delivered) complete() bool {
-	return d.res.Outcome == importer.OutcomeDelivered || d.res.Outcome == importer.OutcomePartial
+	return d.res.Outcome.DeliveredSome()
 }
 
 // found reports whether every copy is still in its Maildir under its deterministic

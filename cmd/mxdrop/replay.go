@@ -126,7 +126,7 @@ func restorable(e quarantine.Entry) (as string, ok bool) {
 		return e.Name, true // nothing recorded to keep
 	}
 	as = r.File
-	if as == "" || as != filepath.Base(as) || as == "." || as == ".." || strings.HasPrefix(as, ".") {
+	if as == "" || as != filepath.Base(as) || strings.HasPrefix(as, ".") { // "." and ".." too
 		as = e.Name
 	}
 	fi, err := os.Lstat(e.Path)
